@@ -1,0 +1,49 @@
+"""Evaluation: label scoring over a split, sharded across ranks, scored with the dataset's metric."""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from .batches import encode_examples
+from .config import RunConfig
+from .data.schema import DatasetSpec, Example
+from .engine import Dist
+from .metrics import score
+from .scoring import decide, label_logprobs
+
+
+def _shard(n: int, dist: Dist) -> list[int]:
+    """This rank's indices, padded by repetition so every rank runs the same number of forwards (ZeRO-3)."""
+    per_rank = -(-n // dist.world)
+    mine = list(range(dist.rank, n, dist.world))
+    return mine + [mine[-1] if mine else 0] * (per_rank - len(mine))
+
+
+def evaluate(
+    forward, spec: DatasetSpec, examples: list[Example], tokenizer, cfg: RunConfig, dist: Dist, device: torch.device,
+    *, show_progress: bool = True,
+) -> tuple[dict, list[dict]]:
+    prompts, answers = encode_examples(examples, spec, tokenizer, cfg.prompt)
+    shard = _shard(len(examples), dist)
+    bar = tqdm(total=len(shard) * len(answers), desc="eval", unit="pair", disable=not (show_progress and dist.is_main))
+    logprobs = label_logprobs(
+        forward, [prompts[i] for i in shard], list(answers.values()),
+        batch_size=cfg.eval.batch_size, pad_id=tokenizer.pad_token_id, device=device, progress=bar,
+    )
+    bar.close()
+    parts = [(shard, logprobs)]
+    if dist.world > 1:
+        parts = [None] * dist.world
+        torch.distributed.all_gather_object(parts, (shard, logprobs))
+    full = torch.empty(len(examples), len(answers))
+    for idx, lp in parts:
+        full[idx] = lp
+    preds, probs = decide(spec, full, cfg.eval.multi_label_threshold)
+    gold = [ex.labels for ex in examples]
+    metrics = score(spec, gold, preds)
+    rows = [
+        {"id": ex.id, "gold": list(ex.labels), "pred": list(p), "probs": dict(zip(spec.labels, map(float, pr)))}
+        for ex, p, pr in zip(examples, preds, probs)
+    ]
+    return metrics, rows

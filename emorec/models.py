@@ -1,0 +1,138 @@
+"""Base models and tokenizers: GLM-4 (native), ChatGLM2/3 (remote code), and a tiny random GLM for tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from .config import ModelConfig
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TINY = "tiny-glm"
+TINY_SEED = 1234
+
+LORA_TARGETS = {
+    "tiny": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "glm": ["q_proj", "k_proj", "v_proj"],
+    "chatglm": ["query_key_value"],
+}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerFast
+    family: str
+    name: str
+
+
+def _tiny_corpus() -> list[str]:
+    from .fixtures.text import corpus
+    from .prompts import template_corpus
+
+    return corpus() + template_corpus()
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained in-process on fixed text: offline, deterministic, covers any input."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=["<pad>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_tiny_corpus() * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>")
+
+
+def tiny_glm(vocab_size: int) -> torch.nn.Module:
+    from transformers import GlmConfig, GlmForCausalLM
+
+    config = GlmConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=vocab_size,
+        pad_token_id=0,
+        eos_token_id=1,
+        max_position_embeddings=2048,
+        initializer_range=0.2,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        model = GlmForCausalLM(config)
+    model.config.name_or_path = TINY
+    return model
+
+
+def detect_family(cfg: ModelConfig) -> str:
+    if cfg.family != "auto":
+        return cfg.family
+    if cfg.name == TINY:
+        return "tiny"
+    config_file = os.path.join(cfg.name, "config.json")
+    if os.path.isfile(config_file):
+        with open(config_file, encoding="utf-8") as f:
+            model_type = json.load(f).get("model_type", "")
+    else:
+        model_type = "chatglm" if "chatglm" in cfg.name.lower() else "glm"
+    if model_type == "chatglm":
+        return "chatglm"
+    if model_type in ("glm", "glm4"):
+        return "glm"
+    raise ConfigError(
+        f"model.name={cfg.name!r} has model_type {model_type!r}; emorec supports glm/glm4 (GLM-4) and "
+        "chatglm (ChatGLM2/3). Set model.family to override."
+    )
+
+
+def resolve_dtype(cfg: ModelConfig) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return getattr(torch, cfg.dtype)
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    family = detect_family(cfg)
+    dtype = resolve_dtype(cfg)
+    if family == "tiny":
+        tokenizer = tiny_tokenizer()
+        model = tiny_glm(len(tokenizer)).to(dtype)
+        return LoadedModel(model, tokenizer, family, TINY)
+
+    from transformers import AutoModel, AutoTokenizer, GlmForCausalLM
+
+    kwargs = {"dtype": dtype}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    if family == "glm":
+        log.info("loading GLM-4 %s natively (GlmForCausalLM)", cfg.name)
+        model = GlmForCausalLM.from_pretrained(cfg.name, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.name)
+    else:
+        if not cfg.trust_remote_code:
+            raise ConfigError(
+                f"model.name={cfg.name!r} is ChatGLM2/3, which runs code shipped with the checkpoint; "
+                "set model.trust_remote_code=true to allow it (needs transformers 4.40-4.43, see README)"
+            )
+        log.info("loading ChatGLM %s through its remote code", cfg.name)
+        model = AutoModel.from_pretrained(cfg.name, trust_remote_code=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.name, trust_remote_code=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, family, cfg.name)

@@ -1,0 +1,131 @@
+"""The training recipe: setup -> train -> save/resume -> export -> evaluate. Reads top to bottom.
+
+Runs as one process, under torchrun, or inside a Ray Train worker: the process group comes from
+the environment, and every rank executes this same function.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from .adapters import apply_adapter
+from .batches import MicroBatchOrder, collate, training_features
+from .checkpoint import Checkpointer
+from .config import RunConfig
+from .data import load_dataset
+from .engine import create_engine, setup_distributed, zero_stage
+from .evaluate import evaluate
+from .export import export_adapter
+from .models import load_model
+from .redact import redacted_config
+from .storage import open_store
+
+log = logging.getLogger(__name__)
+
+
+class StoppedEarly(Exception):
+    """Raised after `train.stop_after` steps, once the checkpoint of that step is safe."""
+
+
+def load_data(cfg: RunConfig):
+    ds = load_dataset(cfg.data.dataset, cfg.data.path, on_bad_row=cfg.data.on_bad_row, seed=cfg.seed,
+                      options=cfg.data.options)
+    train = ds.splits["train"][: cfg.data.max_train_samples]
+    held_out = ds.splits[cfg.eval.split][: cfg.data.max_eval_samples]
+    return ds, train, held_out
+
+
+def run(cfg: RunConfig, *, show_progress: bool = True) -> dict:
+    dist = setup_distributed()
+    store = open_store(cfg.output, cfg.storage_options)
+    ds, train_examples, eval_examples = load_data(cfg)
+    from transformers import set_seed
+
+    set_seed(cfg.seed + dist.rank)
+
+    loaded = load_model(cfg.model)
+    model = apply_adapter(loaded.model, cfg.method, loaded.family, loaded.name, cfg.seed)
+    tokenizer = loaded.tokenizer
+    features = training_features(train_examples, ds.spec, tokenizer, cfg.prompt)
+    order = MicroBatchOrder(len(features), world=dist.world, rank=dist.rank,
+                            micro_batch=cfg.train.micro_batch_size, seed=cfg.seed)
+    engine, ds_config = create_engine(model, cfg, dist)
+    stage = zero_stage(ds_config)
+    if dist.is_main:
+        store.write_json("config.json", redacted_config(cfg))
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log.info("%s: %s on %s, %d train features, %d trainable params, ZeRO-%d, world %d",
+                 cfg.name, cfg.method.name, ds.spec.name, len(features), n_train, stage, dist.world)
+
+    scratch = tempfile.mkdtemp(prefix="emorec-")
+    ckpt = Checkpointer(store, dist, scratch, cfg.train.keep_last)
+    state = {"step": 0, "curve": [], "elapsed_s": 0.0}
+    tag = ckpt.resolve(cfg.resume)
+    if tag:
+        state = ckpt.load(engine, tag)
+        if dist.is_main:
+            log.info("resumed from %s at step %d", tag, state["step"])
+
+    ga, device = cfg.train.grad_accum, engine.device
+    step = state["step"]
+    bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {cfg.name}", unit="step",
+               disable=not (show_progress and dist.is_main))
+    engine.train()
+    started = time.perf_counter() - state["elapsed_s"]
+    while step < cfg.train.max_steps:
+        total = torch.zeros((), dtype=torch.float64)
+        for micro in range(ga):
+            batch = collate([features[i] for i in order.indices(step * ga + micro)], tokenizer.pad_token_id)
+            loss = engine(**{k: v.to(device) for k, v in batch.items()}).loss
+            engine.backward(loss)
+            engine.step()
+            total += loss.detach().double().cpu()
+        if dist.world > 1:
+            torch.distributed.all_reduce(total)
+        step += 1
+        loss_value = float(total) / (ga * dist.world)
+        state["curve"].append([step, loss_value])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        if dist.is_main and step % cfg.train.log_every == 0:
+            log.info("step %d loss %.4f lr %.3g", step, loss_value, engine.get_lr()[0])
+        if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:
+            state.update(step=step, elapsed_s=time.perf_counter() - started,
+                         micro_batches_seen=step * ga, epoch=order.epoch_of(step * ga))
+            ckpt.save(engine, step, state)
+            if dist.is_main:
+                store.write_json("train_curve.json", state["curve"])
+        if cfg.train.stop_after is not None and step >= cfg.train.stop_after and step < cfg.train.max_steps:
+            bar.close()
+            raise StoppedEarly(f"stopped after step {step} as train.stop_after asks")
+    bar.close()
+
+    export_adapter(engine, stage, store, dist)
+    engine.eval()
+    metrics, rows = evaluate(engine, ds.spec, eval_examples, tokenizer, cfg, dist, device, show_progress=show_progress)
+    result = {
+        "name": cfg.name, "dataset": ds.spec.name, "method": cfg.method.name, "split": cfg.eval.split,
+        "steps": step, "train_seconds": round(time.perf_counter() - started, 3), "world_size": dist.world,
+        "final_loss": state["curve"][-1][1] if state["curve"] else None, **metrics,
+    }
+    if dist.is_main:
+        store.write_json("metrics.json", result)
+        store.write_bytes("predictions.jsonl", "\n".join(map(_json, rows)).encode("utf-8") + b"\n")
+        log.info("%s: %s = %.4f on %s (%d examples)", cfg.name, metrics["primary"], metrics["value"],
+                 cfg.eval.split, metrics["n"])
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
+    return result
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, ensure_ascii=False)
