@@ -106,7 +106,8 @@ class Checkpointer:
             self._prune()
         _barrier()
         shutil.rmtree(stage, ignore_errors=True)
-        log.info("checkpoint %s saved (%d files) in %.1fs", tag, sum(len(p) for p in everyone), time.perf_counter() - started)
+        if self.dist.is_main:
+            log.info("checkpoint %s saved (%d files) in %.1fs", tag, sum(len(p) for p in everyone), time.perf_counter() - started)
         return tag
 
     def complete_tags(self) -> list[str]:

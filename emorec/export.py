@@ -8,6 +8,7 @@ import shutil
 import tempfile
 
 import torch
+from safetensors.torch import save_file
 
 from .engine import Dist
 from .storage import RunStore
@@ -21,14 +22,16 @@ def export_adapter(engine, zero_stage: int, store: RunStore, dist: Dist) -> None
     model = engine.module
     params = [p for p in model.parameters() if p.requires_grad]
     gather = deepspeed.zero.GatheredParameters(params, modifier_rank=None) if zero_stage == 3 else contextlib.nullcontext()
-    with gather:
-        if dist.is_main:
-            from peft import get_peft_model_state_dict
+    from peft import get_peft_model_state_dict
 
-            state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in get_peft_model_state_dict(model).items()}
+    with gather:
+        # Every rank builds the state dict: for prefix tuning it runs the prompt encoder, a ZeRO-3 collective.
+        state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in get_peft_model_state_dict(model).items()}
+        if dist.is_main:
             tmp = tempfile.mkdtemp(prefix="emorec-adapter-")
             try:
-                model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+                save_file(state, os.path.join(tmp, "adapter_model.safetensors"), metadata={"format": "pt"})
+                model.peft_config["default"].save_pretrained(tmp)
                 for name in os.listdir(tmp):
                     store.put_file(os.path.join(tmp, name), f"{ADAPTER}/{name}")
             finally:

@@ -76,7 +76,8 @@ def tiny_glm(vocab_size: int) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
         model = GlmForCausalLM(config)
-    model.config.name_or_path = TINY
+    model.config._name_or_path = TINY
+    model.name_or_path = TINY
     return model
 
 

@@ -19,10 +19,12 @@ from .batches import MicroBatchOrder, collate, training_features
 from .checkpoint import Checkpointer
 from .config import RunConfig
 from .data import load_dataset
-from .engine import create_engine, setup_distributed, zero_stage
+from .data.schema import spec_to_json
+from .engine import Dist, create_engine, fill_ds_config, read_ds_config, setup_distributed, zero_stage
 from .evaluate import evaluate
+from .errors import DataError
 from .export import export_adapter
-from .models import load_model
+from .models import detect_family, load_model
 from .redact import redacted_config
 from .storage import open_store
 
@@ -38,13 +40,26 @@ def load_data(cfg: RunConfig):
                       options=cfg.data.options)
     train = ds.splits["train"][: cfg.data.max_train_samples]
     held_out = ds.splits[cfg.eval.split][: cfg.data.max_eval_samples]
+    for split, examples in (("train", train), (cfg.eval.split, held_out)):
+        if not examples:
+            raise DataError(f"{cfg.data.dataset} at {cfg.data.path}: the {split} split is empty")
     return ds, train, held_out
 
 
-def run(cfg: RunConfig, *, show_progress: bool = True) -> dict:
-    dist = setup_distributed()
+def preflight(cfg: RunConfig):
+    """Everything that can be wrong with the user's input, checked before any process group or model."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    fill_ds_config(read_ds_config(cfg.train.deepspeed), cfg, world, bf16=False)
+    detect_family(cfg.model)
     store = open_store(cfg.output, cfg.storage_options)
-    ds, train_examples, eval_examples = load_data(cfg)
+    if cfg.resume not in ("auto", "never"):
+        Checkpointer(store, Dist(0, 1, 0), "", cfg.train.keep_last).resolve(cfg.resume)
+    return store, *load_data(cfg)
+
+
+def run(cfg: RunConfig, *, show_progress: bool = True) -> dict:
+    store, ds, train_examples, eval_examples = preflight(cfg)
+    dist = setup_distributed()
     from transformers import set_seed
 
     set_seed(cfg.seed + dist.rank)
@@ -55,11 +70,12 @@ def run(cfg: RunConfig, *, show_progress: bool = True) -> dict:
     features = training_features(train_examples, ds.spec, tokenizer, cfg.prompt)
     order = MicroBatchOrder(len(features), world=dist.world, rank=dist.rank,
                             micro_batch=cfg.train.micro_batch_size, seed=cfg.seed)
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     engine, ds_config = create_engine(model, cfg, dist)
     stage = zero_stage(ds_config)
     if dist.is_main:
         store.write_json("config.json", redacted_config(cfg))
-        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        store.write_json("spec.json", spec_to_json(ds.spec))
         log.info("%s: %s on %s, %d train features, %d trainable params, ZeRO-%d, world %d",
                  cfg.name, cfg.method.name, ds.spec.name, len(features), n_train, stage, dist.world)
 

@@ -66,3 +66,13 @@ class RowPolicy:
         if self.on_bad_row == "error":
             raise DataError(message + " (set data.on_bad_row=skip to skip such rows)", file=file, line=line)
         self.skipped[reason] += 1
+
+
+def spec_to_json(spec: DatasetSpec) -> dict:
+    from dataclasses import asdict
+
+    return asdict(spec)
+
+
+def spec_from_json(raw: dict) -> DatasetSpec:
+    return DatasetSpec(**{**raw, "labels": tuple(raw["labels"])})

@@ -1,0 +1,23 @@
+"""Results tables over finished runs: what the quickstart and sweeps print."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+
+def results_table(rows: Iterable[dict]) -> str:
+    header = ("job", "dataset", "method", "metric", "value", "steps", "time_s", "status")
+    lines = []
+    for r in rows:
+        value = r.get("value")
+        lines.append((
+            r.get("name", "?"), r.get("dataset", "?"), r.get("method", "?"), r.get("primary", "-"),
+            f"{100 * value:.2f}" if isinstance(value, float) else "-", str(r.get("steps", "-")),
+            f"{r['train_seconds']:.1f}" if isinstance(r.get("train_seconds"), (int, float)) else "-",
+            r.get("status", "ok"),
+        ))
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*line) for line in lines]
+    return "\n".join(out)

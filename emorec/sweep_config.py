@@ -1,0 +1,77 @@
+"""Sweep configs: datasets x methods x any grid of run keys, expanded into validated run configs."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from .config import RunConfig, Strict, _format, apply_overrides, build_config, read_yaml, resolve_repo_path
+from .errors import ConfigError
+
+
+class RayConfig(Strict):
+    workers_per_job: int = Field(default=1, ge=1, description="Ray Train workers (one per GPU) for each job")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=1.0, ge=0)
+    max_concurrent: int = Field(default=0, ge=0, description="jobs at once; 0 = as many as resources allow")
+    max_failures: int = Field(default=2, ge=-1, description="restarts of a job after a worker dies (-1: forever)")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+
+
+class SweepConfig(Strict):
+    name: str = "sweep"
+    output: str = Field(default="runs/sweep", description="each job writes under OUTPUT/<job name>")
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    base: str = Field(default="configs/runs/{dataset}_{method}.yaml", description="run config per job")
+    datasets: list[str]
+    methods: list[Literal["lora", "ptuning"]] = Field(default_factory=lambda: ["lora", "ptuning"])
+    data_root: str | None = Field(default=None, description="if set, data.path = DATA_ROOT/<dataset>")
+    set: dict[str, Any] = Field(default_factory=dict, description="run keys applied to every job")
+    per_method: dict[Literal["lora", "ptuning"], dict[str, Any]] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="run key -> values: one job per combination")
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+
+def load_sweep(path: str, overrides: list[str] = ()) -> SweepConfig:
+    raw = apply_overrides(read_yaml(path), list(overrides))
+    try:
+        return SweepConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format(e, path).replace("unknown key", "unknown sweep key")) from None
+
+
+def _suffix(key: str, value: Any) -> str:
+    return f"{key.split('.')[-1]}{value}"
+
+
+def expand(sweep: SweepConfig) -> list[RunConfig]:
+    """Every job's full run config, validated now so a typo fails before any cluster resource is taken."""
+    jobs = []
+    axes = list(sweep.grid.items())
+    for dataset, method in itertools.product(sweep.datasets, sweep.methods):
+        base_path = resolve_repo_path(sweep.base.format(dataset=dataset, method=method))
+        for combo in itertools.product(*[values for _, values in axes]) if axes else [()]:
+            raw = read_yaml(base_path)
+            name = "_".join([f"{dataset}_{method}", *(_suffix(k, v) for (k, _), v in zip(axes, combo))])
+            items = {**sweep.set, **sweep.per_method.get(method, {}), **{k: v for (k, _), v in zip(axes, combo)}}
+            overrides = [f"{k}={_yaml(v)}" for k, v in items.items()]
+            overrides += [f"name={name}", f"output={sweep.output.rstrip('/')}/{name}"]
+            if sweep.data_root:
+                overrides.append(f"data.path={sweep.data_root.rstrip('/')}/{dataset}")
+            raw = apply_overrides(raw, overrides)
+            raw.setdefault("data", {})["dataset"] = raw.get("data", {}).get("dataset", dataset)
+            raw.setdefault("method", {})["name"] = method
+            raw["storage_options"] = {**sweep.storage_options, **raw.get("storage_options", {})}
+            jobs.append(build_config(raw, f"{base_path} (job {name})"))
+    if not jobs:
+        raise ConfigError("sweep has no jobs: give at least one dataset and one method")
+    return jobs
+
+
+def _yaml(value: Any) -> str:
+    import json
+
+    return json.dumps(value) if not isinstance(value, str) else value

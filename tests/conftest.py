@@ -1,0 +1,67 @@
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(tmp_path_factory) -> Path:
+    from emorec.fixtures import make_all
+
+    out = tmp_path_factory.mktemp("fixtures")
+    make_all(str(out))
+    return out
+
+
+def tiny_overrides(fixtures: Path, dataset: str, method: str) -> dict:
+    """Settings under which the tiny GLM learns the fixtures' cue words in a few seconds."""
+    common = {
+        "model": {"name": "tiny-glm"},
+        "data": {"dataset": dataset, "path": str(fixtures / dataset)},
+        "prompt": {"history": 1, "max_length": 256},
+        "eval": {"batch_size": 64},
+    }
+    if method == "lora":
+        common["method"] = {"name": "lora", "lora": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]}}
+        common["train"] = {"lr": 1e-2}
+    else:
+        common["method"] = {"name": "ptuning", "ptuning": {"pre_seq_len": 32}}
+        common["train"] = {"lr": 1e-1}
+    return common
+
+
+def write_config(path: Path, fixtures: Path, dataset: str, method: str, **sections) -> Path:
+    raw = tiny_overrides(fixtures, dataset, method)
+    for key, value in sections.items():
+        if isinstance(value, dict):
+            raw.setdefault(key, {}).update(value)
+        else:
+            raw[key] = value
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(nproc: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
+           "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "emorec.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def emorec(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emorec.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
