@@ -1,27 +1,35 @@
 """Sharded DeepSpeed checkpoints on any fsspec URL, each made valid by a manifest written last.
 
 Layout under the run's output URL:
-    checkpoints/step-0000050/            one directory per checkpoint
-        mp_rank_00_model_states.pt       DeepSpeed shards (adapter only; frozen base excluded)
+    checkpoints/step-0000050/
+        mp_rank_00_model_states.pt          DeepSpeed shards: adapter and optimizer only, never the base
         zero_pp_rank_R_mp_rank_00_optim_states.pt
-        rng_rank_R.safetensors           every rank's RNG, without pickle
-        trainer_state.json               step, data position, loss curve
-        MANIFEST.json                    files, sizes, sha256 -- written last; no manifest, no checkpoint
+        rng_rank_R.safetensors              each rank's RNG, without pickle
+        trainer_state.json                  step, data position, loss curve
+        parts/rank_R.json                   what rank R uploaded (written after its files)
+        MANIFEST.json                       every file, size, sha256: written last, by rank 0,
+                                            once every rank's part is there. No manifest, no checkpoint.
+
+Saving blocks training only while DeepSpeed writes to local disk. Uploads run in a background
+thread (or in Ray Train's asynchronous checkpoint upload), with retries and backoff.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
+import re
 import shutil
 import time
-from dataclasses import dataclass
-
-import torch
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
 
 from .engine import Dist
 from .errors import CheckpointError
+from .retry import with_retries
 from .rng import load_rng, save_rng
 from .storage import RunStore
 
@@ -30,6 +38,7 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 MANIFEST = "MANIFEST.json"
 STATE = "trainer_state.json"
+PARTS = "parts"
 
 
 def tag_for(step: int) -> str:
@@ -54,17 +63,15 @@ def describe_dir(root: str) -> dict[str, dict]:
     return out
 
 
-def _all_gather(obj) -> list:
-    if not torch.distributed.is_initialized():
-        return [obj]
-    out = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(out, obj)
-    return out
+@dataclass
+class UploadPolicy:
+    retries: int = 5
+    backoff_s: float = 0.5
+    parts_timeout_s: float = 600.0
 
 
-def _barrier() -> None:
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
+# publish(local_tag_dir, tag, upload) hands a staged shard to whoever uploads it.
+Publisher = Callable[[str, str, Callable[[str, str], None]], None]
 
 
 @dataclass
@@ -73,42 +80,96 @@ class Checkpointer:
     dist: Dist
     scratch: str
     keep_last: int
+    policy: UploadPolicy = field(default_factory=UploadPolicy)
+    publisher: Publisher | None = None
+    _pool: ThreadPoolExecutor | None = None
+    _pending: list[Future] = field(default_factory=list)
 
-    def _stage(self, kind: str) -> str:
-        path = os.path.join(self.scratch, f"{kind}-rank{self.dist.rank}")
-        shutil.rmtree(path, ignore_errors=True)
-        os.makedirs(path)
-        return path
+    # ---- saving ---------------------------------------------------------------------------
 
     def save(self, engine, step: int, state: dict) -> str:
-        """Every rank writes and uploads its own shard; rank 0 then writes the manifest."""
+        """Write this rank's shard locally, then hand it to the uploader; returns without waiting."""
+        self.raise_failed_uploads()
         tag = tag_for(step)
-        stage = self._stage("save")
-        started = time.perf_counter()
+        stage = os.path.join(self.scratch, f"{tag}-rank{self.dist.rank}")
+        shutil.rmtree(stage, ignore_errors=True)
         engine.save_checkpoint(stage, tag=tag, save_latest=False, exclude_frozen_parameters=True)
         tag_dir = os.path.join(stage, tag)
         os.makedirs(tag_dir, exist_ok=True)
         save_rng(os.path.join(tag_dir, f"rng_rank_{self.dist.rank}.safetensors"))
         if self.dist.is_main:
-            import json
-
             with open(os.path.join(tag_dir, STATE), "w", encoding="utf-8") as f:
                 json.dump(state, f, indent=2)
-        mine = describe_dir(tag_dir)
-        for rel in mine:
-            self.store.put_file(os.path.join(tag_dir, rel), f"{CHECKPOINTS}/{tag}/{rel}")
-        everyone = _all_gather(mine)
-        if self.dist.is_main:
-            files: dict[str, dict] = {}
-            for part in everyone:
-                files.update(part)
-            self.store.write_json(f"{CHECKPOINTS}/{tag}/{MANIFEST}", {"tag": tag, "step": step, "files": files})
-            self._prune()
-        _barrier()
-        shutil.rmtree(stage, ignore_errors=True)
-        if self.dist.is_main:
-            log.info("checkpoint %s saved (%d files) in %.1fs", tag, sum(len(p) for p in everyone), time.perf_counter() - started)
+        if self.publisher is not None:
+            self.publisher(tag_dir, tag, self.upload_shard)
+        else:
+            self._pool = self._pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="emorec-upload")
+            self._pending.append(self._pool.submit(self._upload_and_clean, stage, tag_dir, tag))
         return tag
+
+    def _upload_and_clean(self, stage: str, tag_dir: str, tag: str) -> None:
+        self.upload_shard(tag_dir, tag)
+        shutil.rmtree(stage, ignore_errors=True)
+
+    def upload_shard(self, tag_dir: str, tag: str) -> None:
+        """Upload this rank's files, then its part list; rank 0 then writes the manifest."""
+        started = time.perf_counter()
+        files = describe_dir(tag_dir)
+        remote = f"{CHECKPOINTS}/{tag}"
+        for rel in files:
+            self._retry(lambda rel=rel: self.store.put_file(os.path.join(tag_dir, rel), f"{remote}/{rel}"),
+                        f"upload of {remote}/{rel}")
+        part = {"rank": self.dist.rank, "world": self.dist.world, "files": files}
+        self._retry(lambda: self.store.write_json(f"{remote}/{PARTS}/rank_{self.dist.rank}.json", part),
+                    f"upload of {remote}/{PARTS}/rank_{self.dist.rank}.json")
+        if self.dist.is_main:
+            self._write_manifest(tag)
+            self._prune()
+            size = sum(meta["size"] for meta in files.values())
+            log.info("checkpoint %s complete (rank 0 uploaded %.1f MB in %.1fs)", tag, size / 1e6,
+                     time.perf_counter() - started)
+
+    def _write_manifest(self, tag: str) -> None:
+        remote = f"{CHECKPOINTS}/{tag}"
+        deadline = time.monotonic() + self.policy.parts_timeout_s
+        while True:
+            listed = self._retry(lambda: self.store.listdir(f"{remote}/{PARTS}"), f"listing {remote}/{PARTS}")
+            names = [n for n in listed if re.fullmatch(r"rank_\d+\.json", n)]
+            if len(names) >= self.dist.world:
+                break
+            if time.monotonic() > deadline:
+                raise CheckpointError(f"checkpoint {tag}: only {len(names)} of {self.dist.world} ranks uploaded "
+                                      f"their shards within {self.policy.parts_timeout_s:.0f}s")
+            time.sleep(0.2)
+        files: dict[str, dict] = {}
+        for r in range(self.dist.world):
+            part = self._retry(lambda r=r: self.store.read_json(f"{remote}/{PARTS}/rank_{r}.json"), f"reading part {r}")
+            files.update(part["files"])
+        manifest = {"tag": tag, "step": int(tag.split("-")[1]), "world_size": self.dist.world, "files": files}
+        self._retry(lambda: self.store.write_json(f"{remote}/{MANIFEST}", manifest), f"upload of {remote}/{MANIFEST}")
+
+    def _retry(self, fn, what: str):
+        return with_retries(fn, what=what, attempts=self.policy.retries, backoff_s=self.policy.backoff_s)
+
+    def flush(self) -> None:
+        """Wait for every pending upload; re-raise the first failure."""
+        pending, self._pending = self._pending, []
+        for fut in pending:
+            fut.result()
+
+    def raise_failed_uploads(self) -> None:
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for fut in done:
+            fut.result()
+
+    def close(self) -> None:
+        self.flush()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    # ---- finding and loading ----------------------------------------------------------------
 
     def complete_tags(self) -> list[str]:
         tags = [t for t in self.store.listdir(CHECKPOINTS) if t.startswith("step-")]
@@ -118,11 +179,11 @@ class Checkpointer:
         complete = self.complete_tags()
         if not complete:
             return
-        newest = complete[-1]
-        keep = set(complete[-self.keep_last:])
+        newest, keep = complete[-1], set(complete[-self.keep_last:])
         for tag in self.store.listdir(CHECKPOINTS):
-            partial_and_old = tag not in complete and tag < newest
-            if (tag in complete and tag not in keep) or partial_and_old:
+            if not tag.startswith("step-") or tag in keep:
+                continue
+            if tag in complete or tag < newest:  # old complete ones, and partial ones a crash left behind
                 self.store.rm(f"{CHECKPOINTS}/{tag}")
 
     def resolve(self, resume: str) -> str | None:
@@ -140,19 +201,21 @@ class Checkpointer:
 
     def download(self, tag: str) -> str:
         """Fetch a checkpoint into local scratch and check every file against the manifest."""
-        manifest = self.store.read_json(f"{CHECKPOINTS}/{tag}/{MANIFEST}")
-        stage = self._stage("load")
+        remote = f"{CHECKPOINTS}/{tag}"
+        manifest = self._retry(lambda: self.store.read_json(f"{remote}/{MANIFEST}"), f"reading {remote}/{MANIFEST}")
+        stage = os.path.join(self.scratch, f"load-{tag}-rank{self.dist.rank}")
+        shutil.rmtree(stage, ignore_errors=True)
         tag_dir = os.path.join(stage, tag)
         for rel, meta in manifest["files"].items():
             local = os.path.join(tag_dir, rel)
-            self.store.get_file(f"{CHECKPOINTS}/{tag}/{rel}", local)
+            self._retry(lambda rel=rel, local=local: self.store.get_file(f"{remote}/{rel}", local),
+                        f"download of {remote}/{rel}")
             if os.path.getsize(local) != meta["size"] or sha256(local) != meta["sha256"]:
                 raise CheckpointError(f"checkpoint {tag}: {rel} does not match its manifest (size or sha256)")
         return stage
 
     def load(self, engine, tag: str) -> dict:
-        import json
-
+        """Restore engine (adapter, optimizer, scheduler), this rank's RNG, and the trainer state."""
         stage = self.download(tag)
         engine.load_checkpoint(stage, tag=tag, load_module_strict=False)
         tag_dir = os.path.join(stage, tag)
@@ -163,6 +226,5 @@ class Checkpointer:
             log.warning("checkpoint %s has no RNG state for rank %d (world size changed?)", tag, self.dist.rank)
         with open(os.path.join(tag_dir, STATE), encoding="utf-8") as f:
             state = json.load(f)
-        _barrier()
         shutil.rmtree(stage, ignore_errors=True)
         return state

@@ -70,7 +70,9 @@ class TrainConfig(Strict):
     max_steps: int = Field(default=3000, ge=1, description="optimizer steps")
     grad_clip: float = Field(default=1.0, ge=0)
     save_every: int = Field(default=500, ge=1)
-    keep_last: int = Field(default=3, ge=1)
+    keep_last: int = Field(default=3, ge=1, description="complete checkpoints kept in storage")
+    upload_retries: int = Field(default=5, ge=1, description="attempts per storage operation")
+    upload_backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles each time")
     log_every: int = Field(default=10, ge=1)
     stop_after: int | None = Field(default=None, ge=1, description="end the process after this step (tests a crash)")
 
@@ -79,6 +81,15 @@ class EvalConfig(Strict):
     split: Literal["validation", "test"] = "test"
     batch_size: int = Field(default=8, ge=1)
     multi_label_threshold: float = Field(default=0.25, gt=0, lt=1)
+
+
+class RayJobConfig(Strict):
+    workers: int = Field(default=1, ge=1, description="Ray Train workers (one per GPU) for this job")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=1.0, ge=0)
+    max_failures: int = Field(default=2, ge=-1, description="worker-group restarts after a worker dies (-1: forever)")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
 
 
 class RunConfig(Strict):
@@ -93,6 +104,7 @@ class RunConfig(Strict):
     method: MethodConfig = Field(default_factory=MethodConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    ray: RayJobConfig = Field(default_factory=RayJobConfig, description="used when the run goes through Ray")
 
     @model_validator(mode="after")
     def _method_defaults(self) -> "RunConfig":

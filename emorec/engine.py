@@ -32,18 +32,33 @@ def on_gpu() -> bool:
     return torch.cuda.is_available()
 
 
+def _in_ray_train() -> bool:
+    try:
+        import ray.train
+
+        ray.train.get_context()
+        return True
+    except Exception:
+        return False
+
+
 def setup_distributed() -> Dist:
     """Join the process group started by torchrun or Ray Train, or make a one-process group."""
     import deepspeed
 
-    if "RANK" not in os.environ:
+    if torch.distributed.is_initialized() and _in_ray_train():
+        import ray.train
+
+        ctx = ray.train.get_context()
+        os.environ.update(RANK=str(ctx.get_world_rank()), WORLD_SIZE=str(ctx.get_world_size()),
+                          LOCAL_RANK=str(ctx.get_local_rank()))
+    elif "RANK" not in os.environ:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
     if not on_gpu():
         # The shared-memory all-reduce is an optional speed-up that JIT-compiles for ~40 s; gloo suffices.
         importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
-    if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if on_gpu() else "gloo")
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu() else "gloo")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if on_gpu():
         torch.cuda.set_device(local_rank)

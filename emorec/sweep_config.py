@@ -11,16 +11,6 @@ from .config import RunConfig, Strict, _format, apply_overrides, build_config, r
 from .errors import ConfigError
 
 
-class RayConfig(Strict):
-    workers_per_job: int = Field(default=1, ge=1, description="Ray Train workers (one per GPU) for each job")
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(default=1.0, gt=0)
-    gpus_per_worker: float = Field(default=1.0, ge=0)
-    max_concurrent: int = Field(default=0, ge=0, description="jobs at once; 0 = as many as resources allow")
-    max_failures: int = Field(default=2, ge=-1, description="restarts of a job after a worker dies (-1: forever)")
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
-
-
 class SweepConfig(Strict):
     name: str = "sweep"
     output: str = Field(default="runs/sweep", description="each job writes under OUTPUT/<job name>")
@@ -32,7 +22,7 @@ class SweepConfig(Strict):
     set: dict[str, Any] = Field(default_factory=dict, description="run keys applied to every job")
     per_method: dict[Literal["lora", "ptuning"], dict[str, Any]] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="run key -> values: one job per combination")
-    ray: RayConfig = Field(default_factory=RayConfig)
+    max_concurrent: int = Field(default=0, ge=0, description="jobs at once; 0 = as many as resources allow")
 
 
 def load_sweep(path: str, overrides: list[str] = ()) -> SweepConfig:

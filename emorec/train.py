@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .adapters import apply_adapter
 from .batches import MicroBatchOrder, collate, training_features
-from .checkpoint import Checkpointer
+from .checkpoint import Checkpointer, Publisher, UploadPolicy
 from .config import RunConfig
 from .data import load_dataset
 from .data.schema import spec_to_json
@@ -57,7 +57,7 @@ def preflight(cfg: RunConfig):
     return store, *load_data(cfg)
 
 
-def run(cfg: RunConfig, *, show_progress: bool = True) -> dict:
+def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | None = None) -> dict:
     store, ds, train_examples, eval_examples = preflight(cfg)
     dist = setup_distributed()
     from transformers import set_seed
@@ -80,7 +80,8 @@ def run(cfg: RunConfig, *, show_progress: bool = True) -> dict:
                  cfg.name, cfg.method.name, ds.spec.name, len(features), n_train, stage, dist.world)
 
     scratch = tempfile.mkdtemp(prefix="emorec-")
-    ckpt = Checkpointer(store, dist, scratch, cfg.train.keep_last)
+    policy = UploadPolicy(retries=cfg.train.upload_retries, backoff_s=cfg.train.upload_backoff_s)
+    ckpt = Checkpointer(store, dist, scratch, cfg.train.keep_last, policy=policy, publisher=publisher)
     state = {"step": 0, "curve": [], "elapsed_s": 0.0}
     tag = ckpt.resolve(cfg.resume)
     if tag:
@@ -119,8 +120,10 @@ def run(cfg: RunConfig, *, show_progress: bool = True) -> dict:
                 store.write_json("train_curve.json", state["curve"])
         if cfg.train.stop_after is not None and step >= cfg.train.stop_after and step < cfg.train.max_steps:
             bar.close()
+            ckpt.close()
             raise StoppedEarly(f"stopped after step {step} as train.stop_after asks")
     bar.close()
+    ckpt.close()
 
     export_adapter(engine, stage, store, dist)
     engine.eval()
@@ -135,9 +138,10 @@ def run(cfg: RunConfig, *, show_progress: bool = True) -> dict:
         store.write_bytes("predictions.jsonl", "\n".join(map(_json, rows)).encode("utf-8") + b"\n")
         log.info("%s: %s = %.4f on %s (%d examples)", cfg.name, metrics["primary"], metrics["value"],
                  cfg.eval.split, metrics["n"])
-    import shutil
+    if publisher is None:  # otherwise the publisher's uploads may still be reading the staged shards
+        import shutil
 
-    shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 

@@ -1,0 +1,377 @@
+"""`emorec bench`: emorec's training and scoring paths against a plain transformers+peft loop, in one process.
+
+On a GPU the model is GLM-4-9B-shaped (`GlmConfig()` defaults, bf16, random weights, no download); on CPU it
+is the tiny test GLM. Both sides see the same synthetic ERC-length data. emorec's side trains through the
+DeepSpeed engine that `emorec train` uses (ZeRO-2), with packed rows; the baseline pads batches.
+FLOPs: 4N per real training token (no weight gradients for frozen weights), 2N per scored prompt token,
+N = the base model's parameters. Peak memory on CPU is the process's peak RSS so far (it cannot be reset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import resource
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .batches import IGNORE, Feature, collate
+from .config import MethodConfig, RunConfig
+from .packing import PackedCausalLM, PackedOrder, collate_packed, feature_length, num_prefix_tokens
+
+log = logging.getLogger(__name__)
+
+H100_BF16_TFLOPS = 989.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    gpu: bool
+    steps: int
+    warmup: int
+    budget: int
+    batch: int
+    pad_to: int | None
+    prompt_mean: int
+    prompt_spread: int
+    prompt_range: tuple[int, int]
+    pre_seq_len: int
+    eval_batch: int
+    eval_batches: int
+    new_tokens: int
+    compile: bool
+
+
+def settings(args: argparse.Namespace) -> Settings:
+    gpu = torch.cuda.is_available()
+    if gpu:
+        steps = args.steps or (4 if args.quick else 10)
+        return Settings(True, steps, 3, args.budget or 4096, 8, 512, 147, 60, (24, 509), 128, 32,
+                        2 if args.quick else 6, 8, args.compile)
+    steps = args.steps or (3 if args.quick else 20)
+    return Settings(False, steps, 3, args.budget or 256, 8, None, 28, 10, (6, 60), 16, 8,
+                    2 if args.quick else 10, 4, False)
+
+
+def build_model(gpu: bool):
+    """(model, pad_id, eos_id); the GPU model is GLM-4-9B-shaped, random, bf16."""
+    from transformers import GlmConfig, GlmForCausalLM
+
+    if not gpu:
+        from .models import tiny_glm, tiny_tokenizer
+
+        tok = tiny_tokenizer()
+        return tiny_glm(len(tok)).float(), tok.pad_token_id, tok.eos_token_id
+    config = GlmConfig()
+    with torch.device("cuda"):
+        model = GlmForCausalLM._from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+    eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
+    return model, config.pad_token_id, eos
+
+
+def synthetic_data(s: Settings, vocab: int, eos: int, n: int, seed: int = 0):
+    """ERC-like prompts (random tokens, normal lengths, clipped) and 7 labels of 1-3 tokens + EOS."""
+    g = torch.Generator().manual_seed(seed)
+    firsts = torch.randperm(vocab - 2, generator=g)[:7] + 2
+    answers = [[int(f)] + torch.randint(2, vocab, (k % 3,), generator=g).tolist() + [eos] for k, f in enumerate(firsts)]
+    lo, hi = s.prompt_range
+    lengths = (torch.randn(n, generator=g) * s.prompt_spread + s.prompt_mean).round().clamp(lo, hi).int().tolist()
+    labels = torch.randint(len(answers), (n,), generator=g).tolist()
+    features = [Feature(i, torch.randint(2, vocab, (n_,), generator=g).tolist(), answers[y])
+                for i, (n_, y) in enumerate(zip(lengths, labels))]
+    return features, answers
+
+
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
+    n, iters = (8192, 10) if device.type == "cuda" else (1024, 4)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * iters / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _reset_peak(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def timed(step: Callable[[int], tuple[int, int]], s: Settings, device: torch.device) -> dict:
+    """Run warmup + timed steps; step(k) does the work and returns (samples, real tokens)."""
+    _reset_peak(device)
+    for k in range(s.warmup):
+        step(k)
+    _sync(device)
+    start, samples, tokens = time.perf_counter(), 0, 0
+    for k in range(s.warmup, s.warmup + s.steps):
+        n, t = step(k)
+        samples, tokens = samples + n, tokens + t
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {"samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds, "peak_mem_gb": _peak_gb(device),
+            "seconds": seconds, "samples": samples}
+
+
+def _pad(batch: dict[str, torch.Tensor], length: int, pad_id: int) -> dict[str, torch.Tensor]:
+    extra = length - batch["input_ids"].shape[1]
+    if extra <= 0:
+        return batch
+    fill = {"input_ids": pad_id, "attention_mask": 0, "labels": IGNORE}
+    return {k: torch.nn.functional.pad(v, (0, extra), value=fill[k]) for k, v in batch.items()}
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def baseline_train(model, features: list[Feature], s: Settings, pad_id: int, device: torch.device) -> dict:
+    """Plain transformers+peft: padded micro-batches, torch AdamW, full-vocab logits, HF loss."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    model.train()
+
+    def step(k: int) -> tuple[int, int]:
+        chunk = [features[(k * s.batch + i) % len(features)] for i in range(s.batch)]
+        batch = collate(chunk, pad_id)
+        if s.pad_to:
+            batch = _pad(batch, s.pad_to, pad_id)
+        model(**_to(batch, device)).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return len(chunk), sum(map(feature_length, chunk))
+
+    result = timed(step, s, device)
+    del opt
+    return result
+
+
+def emorec_train(engine, features: list[Feature], s: Settings, pad_id: int, prefix: int,
+                 device: torch.device) -> dict:
+    """emorec's path: packed rows through the DeepSpeed engine (dense mask on CPU, BlockMask under flex)."""
+    order = PackedOrder([feature_length(f) for f in features], budget=s.budget, world=1, rank=0, seed=0)
+    flex = engine.module.peft.get_base_model().config._attn_implementation == "flex_attention"
+    engine.train()
+
+    def step(k: int) -> tuple[int, int]:
+        chunk = [features[i] for i in order.indices(k)]
+        batch = collate_packed(chunk, pad_id, prefix, pad_to=s.budget if s.compile else None, dense_mask=not flex)
+        loss = engine(**_to(batch, device)).loss
+        engine.backward(loss)
+        engine.step()
+        return len(chunk), sum(map(feature_length, chunk))
+
+    return timed(step, s, device)
+
+
+def parse_generated(generated: list[int], answers: list[list[int]]) -> int:
+    """The label whose tokens (without EOS) appear first in the output; else the nearest by edit distance."""
+    best, where = -1, len(generated) + 1
+    for j, a in enumerate(answers):
+        body = a[:-1] or a
+        for i in range(len(generated) - len(body) + 1):
+            if generated[i : i + len(body)] == body:
+                if i < where:
+                    best, where = j, i
+                break
+    if best >= 0:
+        return best
+    return min(range(len(answers)), key=lambda j: _edit_distance(generated[: len(answers[j])], answers[j]))
+
+
+def _edit_distance(a: list[int], b: list[int]) -> int:
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def baseline_eval(model, prompts: list[list[int]], answers: list[list[int]], s: Settings, pad_id: int,
+                  device: torch.device) -> dict:
+    """Generate-and-parse: left-padded greedy generation of exactly `new_tokens` tokens per prompt."""
+    model.eval()
+
+    def step(k: int) -> tuple[int, int]:
+        chunk = [prompts[(k * s.eval_batch + i) % len(prompts)] for i in range(s.eval_batch)]
+        width = max(map(len, chunk))
+        ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in chunk])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+        with torch.no_grad():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                 max_new_tokens=s.new_tokens, min_new_tokens=s.new_tokens, pad_token_id=pad_id)
+        [parse_generated(row, answers) for row in out[:, width:].tolist()]
+        return len(chunk), sum(map(len, chunk))
+
+    return timed(step, _eval_settings(s), device)
+
+
+def emorec_eval(engine, prompts: list[list[int]], answers: list[list[int]], s: Settings, pad_id: int,
+                device: torch.device) -> dict:
+    """emorec's label scoring through the engine: one pass per prompt, labels scored from its KV cache."""
+    from .fast_scoring import label_logprobs
+
+    engine.eval()
+
+    def step(k: int) -> tuple[int, int]:
+        chunk = [prompts[(k * s.eval_batch + i) % len(prompts)] for i in range(s.eval_batch)]
+        label_logprobs(engine, chunk, answers, batch_size=s.eval_batch, pad_id=pad_id, device=device).argmax(1)
+        return len(chunk), sum(map(len, chunk))
+
+    return timed(step, _eval_settings(s), device)
+
+
+def _eval_settings(s: Settings) -> Settings:
+    from dataclasses import replace
+
+    return replace(s, steps=s.eval_batches, warmup=min(s.warmup, 2))
+
+
+def _peft(base, method: str, s: Settings):
+    from .adapters import apply_adapter
+
+    cfg = MethodConfig.model_validate({"name": method, "ptuning": {"pre_seq_len": s.pre_seq_len}})
+    return apply_adapter(base, cfg, "glm", "bench", seed=0)
+
+
+def _release(peft) -> None:
+    if num_prefix_tokens(peft) == 0:
+        peft.unload()
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_bench(args: argparse.Namespace) -> dict:
+    from .engine import create_engine, setup_distributed
+
+    started = time.perf_counter()
+    s = settings(args)
+    device = torch.device("cuda" if s.gpu else "cpu")
+    dist = setup_distributed()
+    base, pad_id, eos = build_model(s.gpu)
+    n_params = sum(p.numel() for p in base.parameters())
+    dtype = next(base.parameters()).dtype
+    peak = matmul_peak_flops(device, dtype)
+    n_features = max(s.steps + s.warmup, 4) * max(1, s.budget // s.prompt_mean) * 2
+    features, answers = synthetic_data(s, base.config.vocab_size, eos, n_features)
+    prompts = [f.prompt_ids for f in features]
+    methods = ["lora", "ptuning"] if args.method == "both" else [args.method]
+    rows: list[dict] = []
+
+    def add(task: str, method: str, system: str, result: dict) -> None:
+        flops = (4 if task == "train" else 2) * n_params * result["tokens_per_s"]
+        rows.append({"task": task, "method": method, "system": system, **result, "mfu_measured": flops / peak,
+                     "mfu_989": flops / (H100_BF16_TFLOPS * 1e12) if s.gpu else None})
+
+    for method in methods:
+        peft = _peft(base, method, s)
+        add("train", method, "baseline", baseline_train(peft, features, s, pad_id, device))
+        if not args.no_eval:
+            add("eval", method, "baseline", baseline_eval(peft, prompts, answers, s, pad_id, device))
+        _release(peft)
+    if s.gpu:
+        base.set_attn_implementation("flex_attention")
+    if s.compile:
+        for layer in base.get_decoder().layers:
+            layer.compile()
+    for method in methods:
+        peft = _peft(base, method, s)
+        cfg = RunConfig.model_validate({
+            "data": {"dataset": "custom", "path": "."},
+            "train": {"micro_batch_size": 1, "grad_accum": 1, "lr": 1e-5, "max_steps": s.steps + s.warmup + 2},
+        })
+        engine, _ = create_engine(PackedCausalLM(peft), cfg, dist)
+        add("train", method, "emorec", emorec_train(engine, features, s, pad_id, num_prefix_tokens(peft), device))
+        if not args.no_eval:
+            if s.gpu:
+                base.set_attn_implementation("sdpa")
+            add("eval", method, "emorec", emorec_eval(engine, prompts, answers, s, pad_id, device))
+            if s.gpu:
+                base.set_attn_implementation("flex_attention")
+        del engine
+        _release(peft)
+
+    for row in rows:
+        ref = next((r for r in rows if r["system"] == "baseline" and r["task"] == row["task"]
+                    and r["method"] == row["method"]), None)
+        row["vs_baseline"] = row["samples_per_s"] / ref["samples_per_s"] if ref else None
+    return {
+        "device": torch.cuda.get_device_name() if s.gpu else "cpu",
+        "model": "GLM-4-9B shape (GlmConfig defaults), random, bf16" if s.gpu else "tiny-glm, fp32",
+        "base_params": n_params,
+        "matmul_peak_tflops": peak / 1e12,
+        "flops_per_token": "train 4N per real token, eval 2N per prompt token",
+        "settings": {k: getattr(s, k) for k in s.__dataclass_fields__},
+        "lengths": {"mean_tokens": sum(map(feature_length, features)) / len(features), "n_features": len(features)},
+        "rows": rows,
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def format_table(result: dict) -> str:
+    head = f"{'task':5} {'method':8} {'system':8} {'samples/s':>10} {'tokens/s':>10} {'MFU meas':>9} " \
+           f"{'MFU 989':>8} {'peak GB':>8} {'x base':>7}"
+    lines = [f"{result['device']}: {result['model']}, N={result['base_params']:,}, "
+             f"matmul peak {result['matmul_peak_tflops']:.3g} TFLOP/s, {result['flops_per_token']}", head]
+    for r in result["rows"]:
+        mfu989 = f"{100 * r['mfu_989']:7.1f}%" if r["mfu_989"] is not None else f"{'-':>8}"
+        ratio = f"{r['vs_baseline']:6.2f}x"
+        lines.append(f"{r['task']:5} {r['method']:8} {r['system']:8} {r['samples_per_s']:10.1f} "
+                     f"{r['tokens_per_s']:10.0f} {100 * r['mfu_measured']:8.2f}% {mfu989} "
+                     f"{r['peak_mem_gb']:8.2f} {ratio:>7}")
+    return "\n".join(lines)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+    result = run_bench(args)
+    print(format_table(result), flush=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", choices=["lora", "ptuning", "both"], default="both")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 10 GPU, 20 CPU)")
+    p.add_argument("--budget", type=int, default=None, help="tokens per packed row (default: 4096 GPU, 256 CPU)")
+    p.add_argument("--quick", action="store_true", help="fewer steps and eval batches")
+    p.add_argument("--compile", action="store_true", help="GPU: torch.compile each decoder layer on emorec's side")
+    p.add_argument("--no-eval", action="store_true", help="skip the label-scoring vs generate-and-parse rows")
+    p.add_argument("--out", default="bench.json", help="where to write the JSON results")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="emorec's training/eval paths vs a plain transformers+peft loop")
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench)
+
+
+if __name__ == "__main__":
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m emorec.bench")
+    add_arguments(parser)
+    sys.exit(cmd_bench(parser.parse_args()))

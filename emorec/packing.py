@@ -1,0 +1,174 @@
+"""Padding-free packing: many samples in one row, each attending only to itself (and the P-Tuning prefix).
+
+The LM head runs only at the positions whose next token is an answer token, so no full-vocabulary
+logits are made over the prompts. The loss is the mean over answer tokens, as in transformers' padded loss.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from peft import PeftModel, PeftType
+
+from .batches import IGNORE, Feature
+
+
+def pack_groups(lengths: list[int], budget: int) -> list[list[int]]:
+    """First-fit decreasing: groups of indices whose lengths sum to at most `budget` (a longer one stands alone)."""
+    groups: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        n = lengths[i]
+        for g, free in enumerate(room):
+            if n <= free:
+                groups[g].append(i)
+                room[g] -= n
+                break
+        else:
+            groups.append([i])
+            room.append(budget - n)
+    return groups
+
+
+class PackedOrder:
+    """Like `batches.MicroBatchOrder`, but micro-batch k is one packed group: fixed groups, reshuffled each epoch."""
+
+    def __init__(self, lengths: list[int], *, budget: int, world: int, rank: int, seed: int):
+        self.groups = pack_groups(lengths, budget)
+        self.world, self.rank, self.seed = world, rank, seed
+        self.per_epoch = len(self.groups) // world
+        if self.per_epoch == 0:
+            raise ValueError(f"{len(self.groups)} packed groups cannot feed {world} ranks; lower the pack budget")
+
+    def epoch_of(self, k: int) -> int:
+        return k // self.per_epoch
+
+    def indices(self, k: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch_of(k))
+        perm = torch.randperm(len(self.groups), generator=g).tolist()
+        return self.groups[perm[self.rank :: self.world][k % self.per_epoch]]
+
+
+def feature_length(f: Feature) -> int:
+    return len(f.prompt_ids) + len(f.answer_ids)
+
+
+def block_causal_mask(seq_ids: torch.Tensor, num_prefix: int = 0) -> torch.Tensor:
+    """[B,1,T,P+T] bool, True = attend: the prefix columns, and earlier tokens of the same sample."""
+    same = seq_ids[:, :, None] == seq_ids[:, None, :]
+    causal = torch.ones(seq_ids.shape[1], seq_ids.shape[1], dtype=torch.bool, device=seq_ids.device).tril()
+    prefix = torch.ones(*seq_ids.shape, num_prefix, dtype=torch.bool, device=seq_ids.device)
+    return torch.cat([prefix, same & causal], dim=-1)[:, None]
+
+
+def collate_packed(
+    features: list[Feature], pad_id: int, num_prefix: int = 0, *, pad_to: int | None = None, dense_mask: bool = True
+) -> dict[str, torch.Tensor]:
+    """One packed row. `pad_to` appends a label-free filler segment (fixed shapes for compiled kernels)."""
+    ids, pos, seq, labels = [], [], [], []
+    for s, f in enumerate(features):
+        n = feature_length(f)
+        ids += f.prompt_ids + f.answer_ids
+        labels += [IGNORE] * len(f.prompt_ids) + f.answer_ids
+        pos += range(n)
+        seq += [s] * n
+    if pad_to is not None and pad_to > len(ids):
+        filler = pad_to - len(ids)
+        ids += [pad_id] * filler
+        labels += [IGNORE] * filler
+        pos += range(filler)
+        seq += [len(features)] * filler
+    labels_t = torch.tensor([labels])
+    batch = {
+        "input_ids": torch.tensor([ids]),
+        "position_ids": torch.tensor([pos]),
+        "seq_ids": torch.tensor([seq]),
+        "labels": labels_t,
+        "logit_positions": torch.nonzero(labels_t[0, 1:] != IGNORE).flatten(),
+    }
+    if dense_mask:
+        batch["attention_mask"] = block_causal_mask(batch["seq_ids"], num_prefix)
+    return batch
+
+
+@dataclass
+class PackedOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+
+
+def num_prefix_tokens(model: torch.nn.Module) -> int:
+    if isinstance(model, PeftModel) and model.active_peft_config.peft_type == PeftType.PREFIX_TUNING:
+        return model.active_peft_config.num_virtual_tokens
+    return 0
+
+
+def cache_kwarg(decoder: torch.nn.Module) -> str:
+    """transformers 5.24 renamed `past_key_values` to `cache` (the old name still works, with a warning)."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+def flex_block_mask(seq_ids: torch.Tensor, num_prefix: int):
+    """The same mask as `block_causal_mask`, as a FlexAttention BlockMask (GPU path)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, q, kv):
+        k = (kv - num_prefix).clamp(min=0)
+        return (kv < num_prefix) | ((seq_ids[b, q] == seq_ids[b, k]) & (k <= q))
+
+    batch, t = seq_ids.shape
+    return create_block_mask(mask_mod, batch, None, t, t + num_prefix, device=seq_ids.device)
+
+
+class PackedCausalLM(torch.nn.Module):
+    """Wraps a peft model. Packed batches (with `logit_positions`) take the packed path; others go to peft as is."""
+
+    def __init__(self, peft_model: torch.nn.Module):
+        super().__init__()
+        self.peft = peft_model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        logit_positions: torch.Tensor | None = None,
+        seq_ids: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        if logit_positions is None:
+            return self.peft(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             labels=labels, **kwargs)
+        base = self.peft.get_base_model() if isinstance(self.peft, PeftModel) else self.peft
+        prefix = num_prefix_tokens(self.peft)
+        cache = self.peft.get_prompt(batch_size=input_ids.shape[0]) if prefix else None
+        if base.config._attn_implementation == "flex_attention":
+            attention_mask = flex_block_mask(seq_ids, prefix)
+        elif attention_mask is None:
+            attention_mask = block_causal_mask(seq_ids, prefix)
+        decoder = base.get_decoder()
+        hidden = decoder(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids + prefix,
+            use_cache=False, **{cache_kwarg(decoder): cache},
+        ).last_hidden_state
+        logits = base.get_output_embeddings()(hidden.flatten(0, 1)[logit_positions]).float()
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits, labels.flatten()[logit_positions + 1])
+        return PackedOutput(loss=loss, logits=logits)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The peft (or plain transformers) model inside a DeepSpeed engine and/or a PackedCausalLM."""
+    from transformers import PreTrainedModel
+
+    while not isinstance(model, (PeftModel, PreTrainedModel)):
+        inner = model.peft if isinstance(model, PackedCausalLM) else getattr(model, "module", None)
+        if not isinstance(inner, torch.nn.Module):
+            raise TypeError(f"cannot find a transformers/peft model inside {type(model).__name__}")
+        model = inner
+    return model
