@@ -34,6 +34,7 @@ class Settings:
     gpu: bool
     steps: int
     warmup: int
+    rounds: int
     budget: int
     batch: int
     pad_to: int | None
@@ -51,11 +52,11 @@ def settings(args: argparse.Namespace) -> Settings:
     gpu = torch.cuda.is_available()
     if gpu:
         steps = args.steps or (4 if args.quick else 10)
-        return Settings(True, steps, 3, args.budget or 4096, 8, 512, 147, 60, (24, 509), 128, 32,
+        return Settings(True, steps, 3, 1, args.budget or 4096, 8, 512, 147, 60, (24, 509), 128, 32,
                         2 if args.quick else 6, 8, args.compile)
-    steps = args.steps or (3 if args.quick else 20)
-    return Settings(False, steps, 3, args.budget or 256, 8, None, 28, 10, (6, 60), 16, 8,
-                    2 if args.quick else 10, 4, False)
+    steps = args.steps or (3 if args.quick else 8)
+    return Settings(False, steps, 3, 1 if args.quick else 3, args.budget or 512, 8, None, 28, 10, (6, 60), 16, 8,
+                    2 if args.quick else 5, 4, False)
 
 
 def build_model(gpu: bool):
@@ -119,19 +120,24 @@ def _peak_gb(device: torch.device) -> float:
 
 
 def timed(step: Callable[[int], tuple[int, int]], s: Settings, device: torch.device) -> dict:
-    """Run warmup + timed steps; step(k) does the work and returns (samples, real tokens)."""
+    """Warmup, then `rounds` rounds of `steps` steps; the fastest round counts (CPU timings are noisy).
+    step(k) does the work and returns (samples, real tokens)."""
     _reset_peak(device)
     for k in range(s.warmup):
         step(k)
-    _sync(device)
-    start, samples, tokens = time.perf_counter(), 0, 0
-    for k in range(s.warmup, s.warmup + s.steps):
-        n, t = step(k)
-        samples, tokens = samples + n, tokens + t
-    _sync(device)
-    seconds = time.perf_counter() - start
-    return {"samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds, "peak_mem_gb": _peak_gb(device),
-            "seconds": seconds, "samples": samples}
+    best: dict = {}
+    for r in range(s.rounds):
+        _sync(device)
+        start, samples, tokens = time.perf_counter(), 0, 0
+        for k in range(s.warmup + r * s.steps, s.warmup + (r + 1) * s.steps):
+            n, t = step(k)
+            samples, tokens = samples + n, tokens + t
+        _sync(device)
+        seconds = time.perf_counter() - start
+        if not best or samples / seconds > best["samples_per_s"]:
+            best = {"samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds, "seconds": seconds,
+                    "samples": samples}
+    return {**best, "peak_mem_gb": _peak_gb(device)}
 
 
 def _pad(batch: dict[str, torch.Tensor], length: int, pad_id: int) -> dict[str, torch.Tensor]:
@@ -185,18 +191,17 @@ def emorec_train(engine, features: list[Feature], s: Settings, pad_id: int, pref
 
 
 def parse_generated(generated: list[int], answers: list[list[int]]) -> int:
-    """The label whose tokens (without EOS) appear first in the output; else the nearest by edit distance."""
-    best, where = -1, len(generated) + 1
-    for j, a in enumerate(answers):
-        body = a[:-1] or a
-        for i in range(len(generated) - len(body) + 1):
-            if generated[i : i + len(body)] == body:
-                if i < where:
-                    best, where = j, i
-                break
-    if best >= 0:
-        return best
-    return min(range(len(answers)), key=lambda j: _edit_distance(generated[: len(answers[j])], answers[j]))
+    """The label whose tokens appear first in the output (cut at EOS); else the one at the least edit distance.
+    Token ids stand in for text: the GPU bench has no tokenizer."""
+    eos = answers[0][-1]
+    out = generated[: generated.index(eos)] if eos in generated else generated
+    bodies = [a[:-1] or a for a in answers]
+    starts = {j: next((i for i in range(len(out) - len(b) + 1) if out[i : i + len(b)] == b), None)
+              for j, b in enumerate(bodies)}
+    found = [(i, j) for j, i in starts.items() if i is not None]
+    if found:
+        return min(found)[1]
+    return min(range(len(bodies)), key=lambda j: _edit_distance(out, bodies[j]))
 
 
 def _edit_distance(a: list[int], b: list[int]) -> int:
@@ -269,12 +274,14 @@ def run_bench(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     s = settings(args)
     device = torch.device("cuda" if s.gpu else "cpu")
+    if not s.gpu:
+        torch.set_num_threads(1)  # tiny matmuls; a second thread only adds stalls on a shared machine
     dist = setup_distributed()
     base, pad_id, eos = build_model(s.gpu)
     n_params = sum(p.numel() for p in base.parameters())
     dtype = next(base.parameters()).dtype
     peak = matmul_peak_flops(device, dtype)
-    n_features = max(s.steps + s.warmup, 4) * max(1, s.budget // s.prompt_mean) * 2
+    n_features = (s.warmup + s.rounds * s.steps) * max(1, s.budget // s.prompt_mean)
     features, answers = synthetic_data(s, base.config.vocab_size, eos, n_features)
     prompts = [f.prompt_ids for f in features]
     methods = ["lora", "ptuning"] if args.method == "both" else [args.method]
@@ -300,7 +307,8 @@ def run_bench(args: argparse.Namespace) -> dict:
         peft = _peft(base, method, s)
         cfg = RunConfig.model_validate({
             "data": {"dataset": "custom", "path": "."},
-            "train": {"micro_batch_size": 1, "grad_accum": 1, "lr": 1e-5, "max_steps": s.steps + s.warmup + 2},
+            "train": {"micro_batch_size": 1, "grad_accum": 1, "lr": 1e-5,
+                      "max_steps": s.warmup + s.rounds * s.steps + 2},
         })
         engine, _ = create_engine(PackedCausalLM(peft), cfg, dist)
         add("train", method, "emorec", emorec_train(engine, features, s, pad_id, num_prefix_tokens(peft), device))
@@ -355,8 +363,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["lora", "ptuning", "both"], default="both")
-    p.add_argument("--steps", type=int, default=None, help="timed steps per run (default: 10 GPU, 20 CPU)")
-    p.add_argument("--budget", type=int, default=None, help="tokens per packed row (default: 4096 GPU, 256 CPU)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps per round (default: 10 GPU, 8 CPU; CPU takes the best of 3 rounds)")
+    p.add_argument("--budget", type=int, default=None, help="tokens per packed row (default: 4096 GPU, 512 CPU)")
     p.add_argument("--quick", action="store_true", help="fewer steps and eval batches")
     p.add_argument("--compile", action="store_true", help="GPU: torch.compile each decoder layer on emorec's side")
     p.add_argument("--no-eval", action="store_true", help="skip the label-scoring vs generate-and-parse rows")

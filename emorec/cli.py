@@ -20,6 +20,7 @@ examples:
   torchrun --nproc_per_node 2 -m emorec.cli train configs/runs/meld_lora.yaml
   emorec eval runs/meld_lora --split test
   emorec predict runs/meld_lora --text "I can't believe you did that!"
+  emorec sweep configs/sweeps/paper.yaml output=s3://bucket/emorec/paper   # 6 x 2 jobs on a Ray cluster
   emorec quickstart                                  # 6 datasets x 2 methods on a tiny model, on CPU
 """
 
@@ -123,6 +124,14 @@ def cmd_config(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+    from .sweep_config import load_sweep
+
+    rows = run_sweep(load_sweep(args.config, args.overrides))
+    return 0 if all(r.get("status") == "ok" for r in rows) else 1
+
+
 def cmd_quickstart(args) -> int:
     from .quickstart import quickstart
 
@@ -181,9 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("overrides", nargs="*", metavar="key=value")
     c.set_defaults(func=cmd_config)
 
+    sw = sub.add_parser("sweep", help="run many jobs (datasets x methods x grid) in parallel on a Ray cluster",
+                        description="Run a sweep config (see configs/quickstart.yaml, configs/sweeps/). Joins the "
+                                    "cluster at RAY_ADDRESS, or starts a local one on 127.0.0.1. Each job is a Ray "
+                                    "Train run of ray.workers DeepSpeed workers; overrides set sweep keys, e.g. "
+                                    "max_concurrent=4 set.train.max_steps=100 datasets=[meld,iemocap].")
+    sw.add_argument("config")
+    sw.add_argument("overrides", nargs="*", metavar="key=value")
+    sw.set_defaults(func=cmd_sweep)
+
     q = sub.add_parser("quickstart", help="train all six datasets x both methods on the tiny model and print a table")
     q.add_argument("--out", default="runs/quickstart", help="where fixtures, runs and the table go")
-    q.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every run")
+    q.add_argument("overrides", nargs="*", metavar="key=value", help="sweep keys, e.g. set.train.max_steps=50")
     q.set_defaults(func=cmd_quickstart)
     return p
 

@@ -6,6 +6,7 @@ logits are made over the prompts. The loss is the mean over answer tokens, as in
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from peft import PeftModel, PeftType
 
 from .batches import IGNORE, Feature
+from .errors import ConfigError
 
 
 def pack_groups(lengths: list[int], budget: int) -> list[list[int]]:
@@ -41,7 +43,8 @@ class PackedOrder:
         self.world, self.rank, self.seed = world, rank, seed
         self.per_epoch = len(self.groups) // world
         if self.per_epoch == 0:
-            raise ValueError(f"{len(self.groups)} packed groups cannot feed {world} ranks; lower the pack budget")
+            raise ConfigError(f"{len(lengths)} features pack into {len(self.groups)} rows of {budget} tokens, too few "
+                              f"for {world} ranks; lower the pack token budget or add data")
 
     def epoch_of(self, k: int) -> int:
         return k // self.per_epoch
@@ -108,7 +111,12 @@ def num_prefix_tokens(model: torch.nn.Module) -> int:
 
 def cache_kwarg(decoder: torch.nn.Module) -> str:
     """transformers 5.24 renamed `past_key_values` to `cache` (the old name still works, with a warning)."""
-    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    return _cache_kwarg(type(decoder))
+
+
+@functools.cache
+def _cache_kwarg(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 def flex_block_mask(seq_ids: torch.Tensor, num_prefix: int):
@@ -124,7 +132,8 @@ def flex_block_mask(seq_ids: torch.Tensor, num_prefix: int):
 
 
 class PackedCausalLM(torch.nn.Module):
-    """Wraps a peft model. Packed batches (with `logit_positions`) take the packed path; others go to peft as is."""
+    """Wraps a peft model (`.peft`). Batches from `collate_packed` (they carry `logit_positions`) take the packed
+    path; any other call goes to the peft model unchanged, so evaluation and generation work through it too."""
 
     def __init__(self, peft_model: torch.nn.Module):
         super().__init__()

@@ -18,6 +18,6 @@ def quickstart(out: str, overrides: list[str] = ()) -> int:
     make_all(fixtures)
     log.info("fixtures written to %s", fixtures)
     sweep = load_sweep(resolve_repo_path("configs/quickstart.yaml"),
-                       [f"output={out}", f"data_root={fixtures}", *(f"set.{o}" for o in overrides)])
+                       [f"output={out}", f"data_root={fixtures}", *overrides])
     results = run_sweep(sweep)
     return 0 if all(r.get("status") == "ok" for r in results) else 1

@@ -6,6 +6,7 @@ from typing import Iterable
 
 
 def results_table(rows: Iterable[dict]) -> str:
+    rows = list(rows)
     header = ("job", "dataset", "method", "metric", "value", "steps", "time_s", "status")
     lines = []
     for r in rows:
@@ -13,11 +14,12 @@ def results_table(rows: Iterable[dict]) -> str:
         lines.append((
             r.get("name", "?"), r.get("dataset", "?"), r.get("method", "?"), r.get("primary", "-"),
             f"{100 * value:.2f}" if isinstance(value, float) else "-", str(r.get("steps", "-")),
-            f"{r['train_seconds']:.1f}" if isinstance(r.get("train_seconds"), (int, float)) else "-",
+            f"{r['wall_seconds']:.1f}" if isinstance(r.get("wall_seconds"), (int, float)) else "-",
             r.get("status", "ok"),
         ))
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
     out += [fmt.format(*line) for line in lines]
-    return "\n".join(out)
+    failures = [f"  {r.get('name')}: {r['error']}" for r in rows if r.get("error")]
+    return "\n".join(out + (["", "failures:", *failures] if failures else []))

@@ -1,43 +1,99 @@
-"""Run every job of a sweep and collect a results table."""
+"""A sweep: many (dataset, method, ...) jobs at once on one Ray cluster, through Ray Tune.
+
+Each Tune trial is a light driver that fits one job's TorchTrainer; Tune runs trials side by side
+up to the concurrency limit, and a failed job is recorded while the others go on.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 
+from .config import RunConfig
+from .job import absolute_paths, pyarrow_filesystem, run_job
 from .results import results_table
 from .storage import open_store
 from .sweep_config import SweepConfig, expand
+from .train import preflight
 
 log = logging.getLogger(__name__)
 
 
-def run_local(jobs) -> list[dict]:
-    """One job after another in this process; a failed job is recorded and the others go on."""
-    from .train import run
+def connect(num_cpus: int | None = None) -> None:
+    """Join RAY_ADDRESS if set, else start a local cluster that listens on loopback only."""
+    import ray
 
-    results = []
-    for cfg in jobs:
-        started = time.perf_counter()
-        try:
-            result = run(cfg, show_progress=False)
-            result["status"] = "ok"
-        except Exception as e:  # a failed job must not stop the sweep
-            log.exception("job %s failed", cfg.name)
-            result = {"name": cfg.name, "dataset": cfg.data.dataset, "method": cfg.method.name,
-                      "status": f"failed: {type(e).__name__}: {e}"[:200]}
-        result.setdefault("train_seconds", time.perf_counter() - started)
-        results.append(result)
-    return results
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        # Workers find their address by themselves; keep a one-machine cluster on loopback throughout.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
+
+
+def _driver(config: dict, jobs: dict[str, RunConfig]) -> None:
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    cfg = jobs[config["job"]]
+    metrics = run_job(cfg, callbacks=[TuneReportCallback()])
+    ray.tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))} | {"done": True})
+
+
+def default_concurrency(jobs: list[RunConfig]) -> int:
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 1)
+    per_job = max(j.ray.workers * j.ray.cpus_per_worker for j in jobs)
+    return max(1, int(cpus // per_job))
 
 
 def run_sweep(sweep: SweepConfig) -> list[dict]:
-    jobs = expand(sweep)
+    import ray
+    from ray import tune
+
+    jobs = [absolute_paths(cfg) for cfg in expand(sweep)]
+    for cfg in jobs:
+        preflight(cfg)
     log.info("sweep %s: %d jobs", sweep.name, len(jobs))
-    results = run_local(jobs)
-    table = results_table(results)
-    print(table)
+    connect()
     store = open_store(sweep.output, sweep.storage_options)
+    concurrency = sweep.max_concurrent or default_concurrency(jobs)
+    by_name = {cfg.name: cfg for cfg in jobs}
+    started = time.perf_counter()
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(_driver, jobs=by_name), {"cpu": 0.01}),
+        param_space={"job": tune.grid_search(list(by_name))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
+        run_config=tune.RunConfig(name="tune", storage_path=store.root, storage_filesystem=pyarrow_filesystem(store),
+                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False), verbose=1),
+    )
+    grid = tuner.fit()
+    rows = []
+    for result in grid:
+        name = result.config["job"]
+        cfg = by_name[name]
+        if result.error is not None:
+            rows.append({"name": name, "dataset": cfg.data.dataset, "method": cfg.method.name,
+                         "status": "failed", "error": _first_line(result.error)})
+        else:
+            rows.append({**result.metrics, "name": name, "status": "ok"})
+    rows.sort(key=lambda r: list(by_name).index(r["name"]))
+    makespan = time.perf_counter() - started
+    table = results_table(rows)
+    print(table)
+    print(f"{len(rows)} jobs, {sum(r['status'] == 'ok' for r in rows)} ok, makespan {makespan:.1f}s, "
+          f"{concurrency} at a time")
     store.write_bytes("results.md", (table + "\n").encode("utf-8"))
-    store.write_json("results.json", results)
-    return results
+    store.write_json("results.json", {"jobs": rows, "makespan_s": makespan, "max_concurrent": concurrency})
+    return rows
+
+
+def _first_line(error: BaseException) -> str:
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}"[:300]

@@ -65,3 +65,38 @@ def torchrun(nproc: int, *args: str, timeout: int = 300) -> subprocess.Completed
 def emorec(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "emorec.cli", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
+
+
+SECRET = "emorecTestSecretKey-7f3c9b1d2e"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 endpoint on loopback (moto's server), with credentials in the standard env vars."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "emorec-test-key", "AWS_SECRET_ACCESS_KEY": SECRET,
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield {"host": host, "port": port, "url": env["AWS_ENDPOINT_URL"]}
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+def make_bucket(name: str, endpoint_url: str | None = None):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint_url) if endpoint_url else s3fs.S3FileSystem()
+    if not fs.exists(name):
+        fs.mkdir(name)
+    return fs

@@ -1,3 +1,5 @@
+import functools
+
 import pytest
 import torch
 from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
@@ -19,6 +21,7 @@ def prompts() -> list[list[int]]:
     return [torch.randint(2, 1000, (n,), generator=g).tolist() for n in (5, 17, 9, 12, 3, 20, 8)]
 
 
+@functools.cache
 def peft_model(method: str):
     if method == "lora":
         cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8, lora_dropout=0.0,

@@ -16,8 +16,8 @@ SHAPES = [(7, 2), (12, 3), (5, 2), (9, 1), (4, 3)]
 
 def features() -> list[Feature]:
     g = torch.Generator().manual_seed(1)
-    return [Feature(i, torch.randint(2, 1000, (p,), generator=g).tolist(), torch.randint(2, 1000, (a,), generator=g).tolist())
-            for i, (p, a) in enumerate(SHAPES)]
+    ids = [(torch.randint(2, 1000, (p,), generator=g), torch.randint(2, 1000, (a,), generator=g)) for p, a in SHAPES]
+    return [Feature(i, p.tolist(), a.tolist()) for i, (p, a) in enumerate(ids)]
 
 
 def peft_model(method: str):
