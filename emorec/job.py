@@ -9,6 +9,7 @@ import shutil
 import time
 
 from .config import RunConfig, build_config, resolve_repo_path
+from .credentials import hidden_from_ray, install
 from .storage import open_store
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,10 @@ def worker_loop(config: dict) -> None:
 
     from .train import run
 
+    secrets = ray.get(config["secrets"])
+    install(secrets["env"])
     raw = dict(config["cfg"])
-    raw["storage_options"] = ray.get(config["storage_options"]) if config.get("storage_options") else {}
+    raw["storage_options"] = secrets["storage_options"]
     cfg = build_config(raw, f"job {raw.get('name')}")
     result = run(cfg, show_progress=False, publisher=ray_publisher)
     ray.train.report({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
@@ -67,8 +70,8 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     return out
 
 
-def make_trainer(cfg: RunConfig, *, callbacks=None):
-    """A TorchTrainer for this run. Secrets in storage_options travel as an object ref, not as config."""
+def make_trainer(cfg: RunConfig, *, callbacks=None, credentials: dict[str, str] | None = None):
+    """A TorchTrainer for this run. Credentials and storage_options travel as an object ref, not as config."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -80,7 +83,7 @@ def make_trainer(cfg: RunConfig, *, callbacks=None):
         resources["GPU"] = rc.gpus_per_worker
     public = absolute_paths(cfg).model_dump()
     public["storage_options"] = {}
-    loop_config = {"cfg": public, "storage_options": ray.put(cfg.storage_options) if cfg.storage_options else None}
+    loop_config = {"cfg": public, "secrets": ray.put({"env": credentials or {}, "storage_options": cfg.storage_options})}
     return TorchTrainer(
         worker_loop,
         train_loop_config=loop_config,
@@ -96,13 +99,16 @@ def make_trainer(cfg: RunConfig, *, callbacks=None):
     )
 
 
-def run_job(cfg: RunConfig, *, callbacks=None) -> dict:
+def run_job(cfg: RunConfig, *, callbacks=None, credentials: dict[str, str] | None = None) -> dict:
     """Fit one job on the connected Ray cluster and return its metrics.json."""
     from .train import preflight
 
+    install(credentials)
     preflight(cfg)
     started = time.perf_counter()
-    make_trainer(cfg, callbacks=callbacks).fit()
+    with hidden_from_ray() as creds:
+        trainer = make_trainer(cfg, callbacks=callbacks, credentials={**creds, **(credentials or {})})
+        trainer.fit()
     metrics = open_store(cfg.output, cfg.storage_options).read_json("metrics.json")
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     return metrics

@@ -6,6 +6,7 @@ logits are made over the prompts. The loss is the mean over answer tokens, as in
 
 from __future__ import annotations
 
+import bisect
 import functools
 import inspect
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from .batches import IGNORE, Feature
 from .errors import ConfigError
 
 
-def pack_groups(lengths: list[int], budget: int) -> list[list[int]]:
-    """First-fit decreasing: groups of indices whose lengths sum to at most `budget` (a longer one stands alone)."""
+def pack_groups(lengths: list[int], budget: int, granularity: int = 1) -> list[list[int]]:
+    """First-fit decreasing: groups of indices whose lengths sum to at most `budget` (a longer one stands alone).
+    Items are taken longest first by `length // granularity`, ties in index order."""
     groups: list[list[int]] = []
     room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+    for i in sorted(range(len(lengths)), key=lambda i: (-(lengths[i] // granularity), i)):
         n = lengths[i]
         for g, free in enumerate(room):
             if n <= free:
@@ -36,23 +38,41 @@ def pack_groups(lengths: list[int], budget: int) -> list[list[int]]:
 
 
 class PackedOrder:
-    """Like `batches.MicroBatchOrder`, but micro-batch k is one packed group: fixed groups, reshuffled each epoch."""
+    """Like `batches.MicroBatchOrder`, but micro-batch k is one packed row of at most `budget` tokens.
 
-    def __init__(self, lengths: list[int], *, budget: int, world: int, rank: int, seed: int):
-        self.groups = pack_groups(lengths, budget)
+    Each epoch shuffles the features and packs them first-fit decreasing over lengths rounded to `granularity`
+    tokens, so rows fill while their members vary between epochs (strict length order would group samples of
+    one label together, since answer lengths differ by label). Depends only on (seed, epoch, rank); ranks share
+    the packing and deal its rows out, so all of them run the same number of rows per epoch.
+    """
+
+    def __init__(self, lengths: list[int], *, budget: int, world: int, rank: int, seed: int, granularity: int = 16):
+        self.lengths, self.budget, self.granularity = lengths, budget, granularity
         self.world, self.rank, self.seed = world, rank, seed
-        self.per_epoch = len(self.groups) // world
-        if self.per_epoch == 0:
-            raise ConfigError(f"{len(lengths)} features pack into {len(self.groups)} rows of {budget} tokens, too few "
-                              f"for {world} ranks; lower the pack token budget or add data")
+        self._epochs: list[list[list[int]]] = []
+        self._starts = [0]
+        if not self._extend():
+            raise ConfigError(f"{len(lengths)} features pack into fewer rows of {budget} tokens than there are ranks "
+                              f"({world}); lower the pack token budget or add data")
+
+    def _extend(self) -> int:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + len(self._epochs))
+        perm = torch.randperm(len(self.lengths), generator=g).tolist()
+        groups = pack_groups([self.lengths[i] for i in perm], self.budget, self.granularity)
+        order = torch.randperm(len(groups), generator=g).tolist()
+        per_rank = len(groups) // self.world
+        self._epochs.append([[perm[i] for i in groups[o]] for o in order[self.rank :: self.world][:per_rank]])
+        self._starts.append(self._starts[-1] + per_rank)
+        return per_rank
 
     def epoch_of(self, k: int) -> int:
-        return k // self.per_epoch
+        while self._starts[-1] <= k:
+            self._extend()
+        return bisect.bisect_right(self._starts, k) - 1
 
     def indices(self, k: int) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch_of(k))
-        perm = torch.randperm(len(self.groups), generator=g).tolist()
-        return self.groups[perm[self.rank :: self.world][k % self.per_epoch]]
+        epoch = self.epoch_of(k)
+        return self._epochs[epoch][k - self._starts[epoch]]
 
 
 def feature_length(f: Feature) -> int:

@@ -11,6 +11,7 @@ import os
 import time
 
 from .config import RunConfig
+from .credentials import hidden_from_ray
 from .job import absolute_paths, pyarrow_filesystem, run_job
 from .results import results_table
 from .storage import open_store
@@ -35,12 +36,12 @@ def connect(num_cpus: int | None = None) -> None:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
 
 
-def _driver(config: dict, jobs: dict[str, RunConfig]) -> None:
+def _driver(config: dict, jobs: dict[str, RunConfig], credentials: dict[str, str]) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     cfg = jobs[config["job"]]
-    metrics = run_job(cfg, callbacks=[TuneReportCallback()])
+    metrics = run_job(cfg, callbacks=[TuneReportCallback()], credentials=credentials)
     ray.tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))} | {"done": True})
 
 
@@ -53,9 +54,6 @@ def default_concurrency(jobs: list[RunConfig]) -> int:
 
 
 def run_sweep(sweep: SweepConfig) -> list[dict]:
-    import ray
-    from ray import tune
-
     jobs = [absolute_paths(cfg) for cfg in expand(sweep)]
     for cfg in jobs:
         preflight(cfg)
@@ -65,8 +63,23 @@ def run_sweep(sweep: SweepConfig) -> list[dict]:
     concurrency = sweep.max_concurrent or default_concurrency(jobs)
     by_name = {cfg.name: cfg for cfg in jobs}
     started = time.perf_counter()
+    with hidden_from_ray() as credentials:
+        rows = _tune(sweep, store, by_name, concurrency, credentials)
+    makespan = time.perf_counter() - started
+    table = results_table(rows)
+    print(table)
+    print(f"{len(rows)} jobs, {sum(r['status'] == 'ok' for r in rows)} ok, makespan {makespan:.1f}s, "
+          f"{concurrency} at a time")
+    store.write_bytes("results.md", (table + "\n").encode("utf-8"))
+    store.write_json("results.json", {"jobs": rows, "makespan_s": makespan, "max_concurrent": concurrency})
+    return rows
+
+
+def _tune(sweep: SweepConfig, store, by_name: dict[str, RunConfig], concurrency: int, credentials) -> list[dict]:
+    from ray import tune
+
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_driver, jobs=by_name), {"cpu": 0.01}),
+        tune.with_resources(tune.with_parameters(_driver, jobs=by_name, credentials=credentials), {"cpu": 0.01}),
         param_space={"job": tune.grid_search(list(by_name))},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(name="tune", storage_path=store.root, storage_filesystem=pyarrow_filesystem(store),
@@ -83,13 +96,6 @@ def run_sweep(sweep: SweepConfig) -> list[dict]:
         else:
             rows.append({**result.metrics, "name": name, "status": "ok"})
     rows.sort(key=lambda r: list(by_name).index(r["name"]))
-    makespan = time.perf_counter() - started
-    table = results_table(rows)
-    print(table)
-    print(f"{len(rows)} jobs, {sum(r['status'] == 'ok' for r in rows)} ok, makespan {makespan:.1f}s, "
-          f"{concurrency} at a time")
-    store.write_bytes("results.md", (table + "\n").encode("utf-8"))
-    store.write_json("results.json", {"jobs": rows, "makespan_s": makespan, "max_concurrent": concurrency})
     return rows
 
 
