@@ -11,7 +11,7 @@ Layout under the run's output URL:
                                             once every rank's part is there. No manifest, no checkpoint.
 
 Saving blocks training only while DeepSpeed writes to local disk. Uploads run in a background
-thread (or in Ray Train's asynchronous checkpoint upload), with retries and backoff.
+thread (or in Ray Train's asynchronous checkpoint upload); the store retries each operation.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Callable
 
 from .engine import Dist
 from .errors import CheckpointError
-from .retry import with_retries
 from .rng import load_rng, save_rng
 from .storage import RunStore
 
@@ -38,6 +37,7 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 MANIFEST = "MANIFEST.json"
 STATE = "trainer_state.json"
+CURVE = "train_curve.json"
 PARTS = "parts"
 
 
@@ -63,13 +63,6 @@ def describe_dir(root: str) -> dict[str, dict]:
     return out
 
 
-@dataclass
-class UploadPolicy:
-    retries: int = 5
-    backoff_s: float = 0.5
-    parts_timeout_s: float = 600.0
-
-
 # publish(local_tag_dir, tag, upload) hands a staged shard to whoever uploads it.
 Publisher = Callable[[str, str, Callable[[str, str], None]], None]
 
@@ -80,7 +73,7 @@ class Checkpointer:
     dist: Dist
     scratch: str
     keep_last: int
-    policy: UploadPolicy = field(default_factory=UploadPolicy)
+    parts_timeout_s: float = 600.0
     publisher: Publisher | None = None
     _pool: ThreadPoolExecutor | None = None
     _pending: list[Future] = field(default_factory=list)
@@ -117,13 +110,13 @@ class Checkpointer:
         files = describe_dir(tag_dir)
         remote = f"{CHECKPOINTS}/{tag}"
         for rel in files:
-            self._retry(lambda rel=rel: self.store.put_file(os.path.join(tag_dir, rel), f"{remote}/{rel}"),
-                        f"upload of {remote}/{rel}")
+            self.store.put_file(os.path.join(tag_dir, rel), f"{remote}/{rel}")
         part = {"rank": self.dist.rank, "world": self.dist.world, "files": files}
-        self._retry(lambda: self.store.write_json(f"{remote}/{PARTS}/rank_{self.dist.rank}.json", part),
-                    f"upload of {remote}/{PARTS}/rank_{self.dist.rank}.json")
+        self.store.write_json(f"{remote}/{PARTS}/rank_{self.dist.rank}.json", part)
         if self.dist.is_main:
             self._write_manifest(tag)
+            with open(os.path.join(tag_dir, STATE), encoding="utf-8") as f:
+                self.store.write_json(CURVE, json.load(f)["curve"])
             self._prune()
             size = sum(meta["size"] for meta in files.values())
             log.info("checkpoint %s complete (rank 0 uploaded %.1f MB in %.1fs)", tag, size / 1e6,
@@ -131,25 +124,22 @@ class Checkpointer:
 
     def _write_manifest(self, tag: str) -> None:
         remote = f"{CHECKPOINTS}/{tag}"
-        deadline = time.monotonic() + self.policy.parts_timeout_s
+        deadline = time.monotonic() + self.parts_timeout_s
         while True:
-            listed = self._retry(lambda: self.store.listdir(f"{remote}/{PARTS}"), f"listing {remote}/{PARTS}")
+            listed = self.store.listdir(f"{remote}/{PARTS}")
             names = [n for n in listed if re.fullmatch(r"rank_\d+\.json", n)]
             if len(names) >= self.dist.world:
                 break
             if time.monotonic() > deadline:
                 raise CheckpointError(f"checkpoint {tag}: only {len(names)} of {self.dist.world} ranks uploaded "
-                                      f"their shards within {self.policy.parts_timeout_s:.0f}s")
+                                      f"their shards within {self.parts_timeout_s:.0f}s")
             time.sleep(0.2)
         files: dict[str, dict] = {}
         for r in range(self.dist.world):
-            part = self._retry(lambda r=r: self.store.read_json(f"{remote}/{PARTS}/rank_{r}.json"), f"reading part {r}")
+            part = self.store.read_json(f"{remote}/{PARTS}/rank_{r}.json")
             files.update(part["files"])
         manifest = {"tag": tag, "step": int(tag.split("-")[1]), "world_size": self.dist.world, "files": files}
-        self._retry(lambda: self.store.write_json(f"{remote}/{MANIFEST}", manifest), f"upload of {remote}/{MANIFEST}")
-
-    def _retry(self, fn, what: str):
-        return with_retries(fn, what=what, attempts=self.policy.retries, backoff_s=self.policy.backoff_s)
+        self.store.write_json(f"{remote}/{MANIFEST}", manifest)
 
     def flush(self) -> None:
         """Wait for every pending upload; re-raise the first failure."""
@@ -202,14 +192,13 @@ class Checkpointer:
     def download(self, tag: str) -> str:
         """Fetch a checkpoint into local scratch and check every file against the manifest."""
         remote = f"{CHECKPOINTS}/{tag}"
-        manifest = self._retry(lambda: self.store.read_json(f"{remote}/{MANIFEST}"), f"reading {remote}/{MANIFEST}")
+        manifest = self.store.read_json(f"{remote}/{MANIFEST}")
         stage = os.path.join(self.scratch, f"load-{tag}-rank{self.dist.rank}")
         shutil.rmtree(stage, ignore_errors=True)
         tag_dir = os.path.join(stage, tag)
         for rel, meta in manifest["files"].items():
             local = os.path.join(tag_dir, rel)
-            self._retry(lambda rel=rel, local=local: self.store.get_file(f"{remote}/{rel}", local),
-                        f"download of {remote}/{rel}")
+            self.store.get_file(f"{remote}/{rel}", local)
             if os.path.getsize(local) != meta["size"] or sha256(local) != meta["sha256"]:
                 raise CheckpointError(f"checkpoint {tag}: {rel} does not match its manifest (size or sha256)")
         return stage

@@ -4,6 +4,8 @@ only the label tokens run again. Same result as `scoring.label_logprobs`, which 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from transformers import DynamicCache
 
@@ -34,31 +36,49 @@ def label_logprobs(
     """
     model = unwrap(forward)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder, head = base.get_decoder(), base.get_output_embeddings()
     prefix = num_prefix_tokens(model)
     first_only = first_token and distinct_first_tokens(answers)
     out = torch.empty(len(prompts), len(answers), dtype=torch.float32)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
-    for start in range(0, len(prompts), batch_size):
-        rows = order[start : start + batch_size]
-        chunk = [prompts[i] for i in rows]
-        lengths = torch.tensor([len(p) for p in chunk], device=device)
-        ids, mask = _right_pad(chunk, pad_id, device)
-        mask = torch.cat([torch.ones(len(chunk), prefix, dtype=mask.dtype, device=device), mask], dim=1)
-        cache = model.get_prompt(batch_size=len(chunk)) if prefix else DynamicCache(config=base.config)
-        hidden = decoder(
-            input_ids=ids, attention_mask=mask, position_ids=prefix + torch.arange(ids.shape[1], device=device)[None],
-            use_cache=True, **{cache_kwarg(decoder): cache},
-        ).last_hidden_state
-        last = hidden[torch.arange(len(chunk), device=device), lengths - 1]
-        first = torch.log_softmax(head(last).float(), dim=-1)
-        scores = first[:, [a[0] for a in answers]]
-        if not first_only and max(map(len, answers)) > 1:
-            scores += _continuations(decoder, head, cache, mask, lengths + prefix, answers, pad_id, device)
-        out[rows] = scores.cpu()
-        if progress is not None:
-            progress.update(len(chunk) * len(answers))
+    with _padded_attention(base):
+        for start in range(0, len(prompts), batch_size):
+            rows = order[start : start + batch_size]
+            out[rows] = _score_chunk(model, base, [prompts[i] for i in rows], answers, prefix, first_only, pad_id,
+                                     device)
+            if progress is not None:
+                progress.update(len(rows) * len(answers))
     return out
+
+
+@contextlib.contextmanager
+def _padded_attention(base):
+    """Padded prompt batches run under SDPA; a model set up for packed FlexAttention is switched back after."""
+    current = base.config._attn_implementation
+    if current == "flex_attention":
+        base.set_attn_implementation("sdpa")
+    try:
+        yield
+    finally:
+        if current == "flex_attention":
+            base.set_attn_implementation(current)
+
+
+def _score_chunk(model, base, chunk: list[list[int]], answers: list[list[int]], prefix: int, first_only: bool,
+                 pad_id: int, device: torch.device) -> torch.Tensor:
+    decoder, head = base.get_decoder(), base.get_output_embeddings()
+    lengths = torch.tensor([len(p) for p in chunk], device=device)
+    ids, mask = _right_pad(chunk, pad_id, device)
+    mask = torch.cat([torch.ones(len(chunk), prefix, dtype=mask.dtype, device=device), mask], dim=1)
+    cache = model.get_prompt(batch_size=len(chunk)) if prefix else DynamicCache(config=base.config)
+    hidden = decoder(
+        input_ids=ids, attention_mask=mask, position_ids=prefix + torch.arange(ids.shape[1], device=device)[None],
+        use_cache=True, **{cache_kwarg(decoder): cache},
+    ).last_hidden_state
+    last = hidden[torch.arange(len(chunk), device=device), lengths - 1]
+    scores = torch.log_softmax(head(last).float(), dim=-1)[:, [a[0] for a in answers]]
+    if not first_only and max(map(len, answers)) > 1:
+        scores += _continuations(decoder, head, cache, mask, lengths + prefix, answers, pad_id, device)
+    return scores.cpu()
 
 
 def _right_pad(seqs: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -65,6 +65,12 @@ class PackedOrder:
         self._starts.append(self._starts[-1] + per_rank)
         return per_rank
 
+    def epoch_start(self, epoch: int) -> int:
+        """The first micro-batch index of `epoch`."""
+        while len(self._starts) <= epoch:
+            self._extend()
+        return self._starts[epoch]
+
     def epoch_of(self, k: int) -> int:
         while self._starts[-1] <= k:
             self._extend()

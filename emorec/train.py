@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .adapters import apply_adapter
 from .batches import MicroBatchOrder, collate, training_features
-from .checkpoint import Checkpointer, Publisher, UploadPolicy
+from .checkpoint import Checkpointer, Publisher
 from .config import RunConfig
 from .data import load_dataset
 from .data.schema import spec_to_json
@@ -51,7 +51,8 @@ def preflight(cfg: RunConfig):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     fill_ds_config(read_ds_config(cfg.train.deepspeed), cfg, world, bf16=False)
     detect_family(cfg.model)
-    store = open_store(cfg.output, cfg.storage_options)
+    store = open_store(cfg.output, cfg.storage_options, retries=cfg.train.upload_retries,
+                       backoff_s=cfg.train.upload_backoff_s)
     if cfg.resume not in ("auto", "never"):
         Checkpointer(store, Dist(0, 1, 0), "", cfg.train.keep_last).resolve(cfg.resume)
     return store, *load_data(cfg)
@@ -80,8 +81,7 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
                  cfg.name, cfg.method.name, ds.spec.name, len(features), n_train, stage, dist.world)
 
     scratch = tempfile.mkdtemp(prefix="emorec-")
-    policy = UploadPolicy(retries=cfg.train.upload_retries, backoff_s=cfg.train.upload_backoff_s)
-    ckpt = Checkpointer(store, dist, scratch, cfg.train.keep_last, policy=policy, publisher=publisher)
+    ckpt = Checkpointer(store, dist, scratch, cfg.train.keep_last, publisher=publisher)
     state = {"step": 0, "curve": [], "elapsed_s": 0.0}
     tag = ckpt.resolve(cfg.resume)
     if tag:
@@ -116,8 +116,6 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
             state.update(step=step, elapsed_s=time.perf_counter() - started,
                          micro_batches_seen=step * ga, epoch=order.epoch_of(step * ga))
             ckpt.save(engine, step, state)
-            if dist.is_main:
-                store.write_json("train_curve.json", state["curve"])
         if cfg.train.stop_after is not None and step >= cfg.train.stop_after and step < cfg.train.max_steps:
             bar.close()
             ckpt.close()

@@ -100,3 +100,15 @@ def make_bucket(name: str, endpoint_url: str | None = None):
     if not fs.exists(name):
         fs.mkdir(name)
     return fs
+
+
+@pytest.fixture(scope="module")
+def ray_local(s3_endpoint):
+    """A local Ray cluster on loopback, started after the S3 credentials are in the environment."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()

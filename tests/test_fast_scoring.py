@@ -67,3 +67,17 @@ def test_progress_counts_pairs():
     fast_scoring.label_logprobs(peft_model("lora"), prompts(), [[5, 1], [7, 1]], batch_size=3, pad_id=0, device=CPU,
                                 progress=bar)
     assert bar.n == len(prompts()) * 2
+
+
+def test_scores_a_flex_model_under_sdpa_and_restores_it():
+    model = peft_model("lora")
+    base = model.get_base_model()
+    answers = LABEL_SETS["distinct_mixed_lengths"]
+    full = scoring.label_logprobs(model, prompts(), answers, batch_size=8, pad_id=0, device=CPU)
+    base.set_attn_implementation("flex_attention")
+    try:
+        fast = fast_scoring.label_logprobs(model, prompts(), answers, batch_size=4, pad_id=0, device=CPU)
+        assert base.config._attn_implementation == "flex_attention"
+    finally:
+        base.set_attn_implementation("sdpa")
+    torch.testing.assert_close(fast, full, rtol=0, atol=1e-4)

@@ -91,14 +91,19 @@ def test_pack_groups_fill_and_determinism():
     assert groups == [[8], [3], [4, 5], [0, 6, 2], [1, 7, 9]]  # 600 | 500 | 260+40 | 150+120+30 | 90+75+10
 
 
-def test_packed_order_shards_and_reshuffles():
+def test_packed_order_shards_reshuffles_and_is_deterministic():
     lengths = [20 + (7 * i) % 50 for i in range(40)]
     orders = [PackedOrder(lengths, budget=100, world=2, rank=r, seed=3) for r in range(2)]
-    per = orders[0].per_epoch
+    per = orders[0].epoch_start(1)
+    assert per == orders[1].epoch_start(1) > 0
     epoch0 = [orders[r].indices(k) for r in range(2) for k in range(per)]
     flat = [i for g in epoch0 for i in g]
-    assert len(flat) == len(set(flat))
-    assert [orders[0].indices(k) for k in range(per)] != [orders[0].indices(per + k) for k in range(per)]
+    assert len(flat) == len(set(flat)) and all(sum(lengths[i] for i in g) <= 100 for g in epoch0)
+    assert orders[0].epoch_of(per) == 1
+    epoch1 = [orders[0].indices(k) for k in range(per, orders[0].epoch_start(2))]
+    assert {tuple(sorted(g)) for g in epoch1} != {tuple(sorted(g)) for g in epoch0[:per]}
+    fresh = PackedOrder(lengths, budget=100, world=2, rank=0, seed=3)
+    assert fresh.indices(per + 1) == orders[0].indices(per + 1)
 
 
 def test_unwrap_finds_the_peft_model():

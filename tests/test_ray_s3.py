@@ -7,35 +7,22 @@ import os
 
 import pytest
 
-from conftest import SECRET, make_bucket, tiny_overrides
+from conftest import SECRET, make_bucket
 
 pytestmark = pytest.mark.distributed
 
 BUCKET = "emorec-sweep"
 
 
-@pytest.fixture(scope="module")
-def ray_local(s3_endpoint):
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
-    yield ray
-    ray.shutdown()
-
-
 def sweep_config(tmp_path, fixtures_dir, output: str, datasets=("carer", "meld"), methods=("lora", "ptuning"), **set_):
     from emorec.sweep_config import SweepConfig
 
-    base = tiny_overrides(fixtures_dir, "carer", "lora")
     settings = {
         "model.name": "tiny-glm", "prompt.max_length": 256, "prompt.history": 1, "eval.batch_size": 64,
         "train.max_steps": 6, "train.save_every": 2, "train.micro_batch_size": 4, "train.grad_accum": 1,
         "train.upload_retries": 3, "train.upload_backoff_s": 0.2, "data.max_eval_samples": 16,
         "ray.workers": 2, "ray.cpus_per_worker": 0.5, **set_,
     }
-    del base
     return SweepConfig(name="t", output=output, datasets=list(datasets), methods=list(methods),
                        data_root=str(fixtures_dir), set=settings, max_concurrent=2,
                        per_method={"lora": {"train.lr": 1e-2}, "ptuning": {"train.lr": 1e-1,

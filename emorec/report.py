@@ -1,0 +1,450 @@
+"""`emorec report RUN_URL`: the tables and plots people read, from a sweep's or one run's output.
+
+Reads OUTPUT/results.json (a sweep), or OUTPUT/metrics.json (one run), or, for a sweep still running,
+whatever OUTPUT/<job>/metrics.json files exist; on a local path or any fsspec URL (s3://...). Writes:
+
+  report.md            results table with the best published number beside each result, plots, scaling
+  results.csv          the same table, machine-readable (values in percent)
+  confusion/<job>.png  one confusion matrix per job
+  train_curves.png     training loss of every job
+  scaling.png, scaling.csv, scaling section in report.md   when the sweep has several worker counts
+  tensorboard/<job>/   TensorBoard event files of every job's training curve
+
+TensorBoard for a single run lives beside it: `write_tensorboard(store)` writes OUTPUT/tensorboard/.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import posixpath
+import re
+import tempfile
+from typing import Any
+
+from .errors import EmorecError
+from .storage import RunStore, open_store
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------------
+# Published numbers (REFERENCE.md section 3): test-set scores, text only, in percent.
+# --------------------------------------------------------------------------------------------------
+
+# dataset -> (metric the number is in, best known score, its source)
+PUBLISHED_BEST: dict[str, tuple[str, float, str]] = {
+    "iemocap": ("weighted_f1", 72.40, "LaERC-S"),
+    "meld": ("weighted_f1", 70.44, "PRC-Emo"),
+    "emorynlp": ("weighted_f1", 42.08, "LaERC-S"),
+    "dailydialog": ("micro_f1_no_neutral", 64.07, "S+PAGE"),
+}
+# The same backbone family: InstructERC's ChatGLM2-6B LoRA (and its zero-shot baseline), weighted-F1.
+PUBLISHED_CHATGLM2: dict[str, tuple[str, float, float, str]] = {
+    "iemocap": ("weighted_f1", 67.54, 21.1, "InstructERC"),
+    "meld": ("weighted_f1", 65.58, 21.8, "InstructERC"),
+    "emorynlp": ("weighted_f1", 39.09, 24.4, "InstructERC"),
+}
+# InstructERC with Llama2-7B LoRA, weighted-F1 (for the notes).
+PUBLISHED_INSTRUCTERC_LLAMA2 = {"iemocap": 71.39, "meld": 69.15, "emorynlp": 41.37}
+SOURCES_NOTE = ("Published numbers: REFERENCE.md section 3 (test sets, text only). Best known: IEMOCAP and EmoryNLP "
+                "LaERC-S, MELD PRC-Emo (weighted-F1); DailyDialog S+PAGE (micro-F1 without neutral). Same backbone "
+                "family: InstructERC, ChatGLM2-6B LoRA. CARER and GoEmotions have no number there.")
+
+
+def published(dataset: str, metric: str) -> dict[str, Any]:
+    """The published numbers for (dataset, metric), or Nones where the literature reports another metric."""
+    out: dict[str, Any] = {"published_best": None, "published_source": None, "chatglm2_lora_instructerc": None}
+    best = PUBLISHED_BEST.get(dataset)
+    if best and best[0] == metric:
+        out.update(published_best=best[1], published_source=best[2])
+    ref = PUBLISHED_CHATGLM2.get(dataset)
+    if ref and ref[0] == metric:
+        out["chatglm2_lora_instructerc"] = ref[1]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading a run or sweep
+# --------------------------------------------------------------------------------------------------
+
+def _try_json(store: RunStore, rel: str):
+    try:
+        return store.read_json(rel)
+    except (FileNotFoundError, OSError):
+        return None
+    except json.JSONDecodeError as e:
+        log.warning("%s: not valid JSON (%s); skipped", store.path(rel), e)
+        return None
+
+
+def load_results(store: RunStore) -> dict[str, Any]:
+    """{"kind": "sweep"|"run", "jobs": [row, ...], "meta": {...}}; each row is the job's metrics.json
+    (with the sweep's status/error) and "_dir", the job's directory relative to the store root."""
+    sweep = _try_json(store, "results.json")
+    if sweep is not None:
+        rows = []
+        for row in sweep.get("jobs", []):
+            name = row.get("name", "?")
+            metrics = _try_json(store, f"{name}/metrics.json") if row.get("status", "ok") == "ok" else None
+            rows.append({**row, **(metrics or {}), "status": row.get("status", "ok"), "_dir": name,
+                         "model": _model_name(store, name)})
+        meta = {k: v for k, v in sweep.items() if k != "jobs"}
+        return {"kind": "sweep", "jobs": rows, "meta": meta}
+    single = _try_json(store, "metrics.json")
+    if single is not None:
+        return {"kind": "run", "jobs": [{**single, "status": "ok", "_dir": "", "model": _model_name(store, "")}],
+                "meta": {}}
+    rows = []
+    for name in store.listdir():
+        metrics = _try_json(store, f"{name}/metrics.json")
+        if isinstance(metrics, dict):
+            rows.append({**metrics, "status": "ok", "_dir": name, "model": _model_name(store, name)})
+    if rows:
+        return {"kind": "sweep", "jobs": rows, "meta": {"partial": True}}
+    raise EmorecError(f"{store.url}: no results.json (sweep), metrics.json (run) or <job>/metrics.json found")
+
+
+def _model_name(store: RunStore, job_dir: str) -> str | None:
+    cfg = _try_json(store, posixpath.join(job_dir, "config.json") if job_dir else "config.json")
+    return cfg.get("model", {}).get("name") if isinstance(cfg, dict) else None
+
+
+def _curve(store: RunStore, row: dict) -> list[list[float]]:
+    rel = posixpath.join(row["_dir"], "train_curve.json") if row["_dir"] else "train_curve.json"
+    curve = _try_json(store, rel)
+    return [list(p) for p in curve] if isinstance(curve, list) else []
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------
+
+RESULT_COLUMNS = ("job", "dataset", "method", "model", "workers", "split", "metric", "value", "published_best",
+                  "published_source", "chatglm2_lora_instructerc", "n", "steps", "samples_per_s", "status", "error")
+
+
+def result_rows(jobs: list[dict]) -> list[dict]:
+    rows = []
+    for j in jobs:
+        metric = j.get("primary") or ""
+        value = j.get("value")
+        rows.append({
+            "job": j.get("name", "?"), "dataset": j.get("dataset", "?"), "method": j.get("method", "?"),
+            "model": j.get("model"),
+            "workers": j.get("world_size"), "split": j.get("split"), "metric": metric,
+            "value": round(100 * float(value), 2) if isinstance(value, (int, float)) else None,
+            **published(str(j.get("dataset", "")), metric),
+            "n": j.get("n"), "steps": j.get("steps"),
+            "samples_per_s": round(float(j["samples_per_s"]), 3) if j.get("samples_per_s") else None,
+            "status": j.get("status", "ok"), "error": j.get("error"),
+        })
+    return rows
+
+
+def to_csv(rows: list[dict], columns: tuple[str, ...] | list[str]) -> bytes:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return buf.getvalue().encode("utf-8")
+
+
+def _cell(v) -> str:
+    if v is None or v == "":
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v).replace("|", "\\|")
+
+
+def results_markdown(rows: list[dict]) -> str:
+    header = ["job", "dataset", "method", "workers", "metric", "value (%)", "best published (%)", "source",
+              "ChatGLM2-6B LoRA, InstructERC (%)", "status"]
+    keys = ["job", "dataset", "method", "workers", "metric", "value", "published_best", "published_source",
+            "chatglm2_lora_instructerc", "status"]
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if k in ("value", "published_best",
+                                                                            "chatglm2_lora_instructerc", "workers")
+                                                             else "---" for k in keys) + "|"]
+    out += ["| " + " | ".join(_cell(r.get(k)) for k in keys) + " |" for r in rows]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    _plt().close(fig)
+    return buf.getvalue()
+
+
+def confusion_png(job: dict) -> bytes | None:
+    """Rows are gold labels, columns predictions; colour is the row share, numbers are counts.
+    Multi-label runs (GoEmotions) get one row per label: TN, FP, FN, TP."""
+    cm, labels = job.get("confusion_matrix"), job.get("labels")
+    if not cm or not labels:
+        return None
+    import numpy as np
+
+    plt = _plt()
+    m = np.asarray(cm, dtype=float)
+    multilabel = m.ndim == 3
+    if multilabel:  # (labels, 2, 2): [[TN, FP], [FN, TP]]
+        m = m.reshape(len(labels), 4)
+        cols, rows = ["TN", "FP", "FN", "TP"], labels
+    else:
+        cols, rows = labels, labels
+    shares = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.45 * len(cols) + 2.5), max(3.5, 0.38 * len(rows) + 2.0)
+    fig, ax = plt.subplots(figsize=size)
+    im = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=45 if not multilabel else 0, ha="right" if not multilabel else "center",
+                  fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_xlabel("outcome" if multilabel else "predicted")
+    ax.set_ylabel("label" if multilabel else "gold")
+    if m.size <= 40 * 40:
+        for (i, k), v in np.ndenumerate(m):
+            ax.text(k, i, f"{int(v)}", ha="center", va="center", fontsize=7,
+                    color="white" if shares[i, k] > 0.6 else "black")
+    value = job.get("value")
+    title = f"{job.get('name', '')}: {job.get('primary', '')} = {100 * value:.1f}%" if isinstance(value, (int, float)) else job.get("name", "")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of row")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def curves_png(curves: dict[str, list[list[float]]]) -> bytes | None:
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for name, curve in sorted(curves.items()):
+        ax.plot([p[0] for p in curve], [p[1] for p in curve], label=name, linewidth=1.2,
+                marker="o" if len(curve) < 20 else None, markersize=3)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_title("training curves")
+    ax.grid(True, alpha=0.3)
+    if len(curves) <= 14:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# TensorBoard
+# --------------------------------------------------------------------------------------------------
+
+def write_tensorboard(store: RunStore | str, curve: list | None = None, metrics: dict | None = None, *,
+                      rel: str = "tensorboard", storage_options: dict | None = None) -> list[str]:
+    """Write one run's training curve (train_curve.json: [[step, loss], ...]) as TensorBoard event files
+    under STORE/rel, so `tensorboard --logdir OUTPUT/tensorboard` shows it (s3:// logdirs work with
+    TensorBoard's S3 support). Scalars: train/loss per step; eval/<metric> and perf/<throughput key>
+    at the last step when metrics are given. Returns the paths written (relative to the store).
+
+    Call it on rank 0 after metrics.json is written; an existing event file of the same run is replaced,
+    so a resumed run shows one curve, not two."""
+    if isinstance(store, str):
+        store = open_store(store, storage_options)
+    if curve is None:
+        curve = _try_json(store, "train_curve.json") or []
+    if metrics is None:
+        metrics = _try_json(store, "metrics.json") or {}
+    from torch.utils.tensorboard import SummaryWriter
+
+    written = []
+    with tempfile.TemporaryDirectory(prefix="emorec-tb-") as tmp:
+        writer = SummaryWriter(log_dir=tmp, filename_suffix=".emorec")
+        last = 0
+        for step, loss in curve:
+            writer.add_scalar("train/loss", float(loss), int(step))
+            last = max(last, int(step))
+        if isinstance(metrics.get("values"), dict):
+            for key, value in metrics["values"].items():
+                if isinstance(value, (int, float)):
+                    writer.add_scalar(f"eval/{key}", float(value), last)
+        for key in ("samples_per_s", "tokens_per_s", "step_time_s", "time_to_first_step_s"):
+            if isinstance(metrics.get(key), (int, float)):
+                writer.add_scalar(f"perf/{key}", float(metrics[key]), last)
+        writer.flush()
+        writer.close()
+        for old in store.listdir(rel):
+            if old.startswith("events.out.tfevents") and old.endswith(".emorec"):
+                store.rm(posixpath.join(rel, old))
+        for name in sorted(os.listdir(tmp)):
+            target = posixpath.join(rel, name)
+            store.put_file(os.path.join(tmp, name), target)
+            written.append(target)
+    return written
+
+
+# --------------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------------
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "run"
+
+
+def build_report(run_url: str, out: str | None = None, *, storage_options: dict | None = None,
+                 bandwidth_gbs: float | None = None, project_to: int = 64, tensorboard: bool = True) -> dict[str, Any]:
+    """Write the report for RUN_URL into OUT (default RUN_URL/report); returns what was written."""
+    from . import scaling
+
+    store = open_store(run_url, storage_options)
+    results = load_results(store)
+    jobs = results["jobs"]
+    out_url = out or f"{run_url.rstrip('/')}/report"
+    dest = open_store(out_url, storage_options)
+    written: dict[str, Any] = {"out": out_url, "confusion": [], "tensorboard": []}
+
+    rows = result_rows(jobs)
+    dest.write_bytes("results.csv", to_csv(rows, RESULT_COLUMNS))
+    written["results_csv"] = dest.path("results.csv")
+
+    confusion_links = []
+    for job in jobs:
+        png = confusion_png(job) if job.get("status", "ok") == "ok" else None
+        if png:
+            rel = f"confusion/{_safe(str(job.get('name')))}.png"
+            dest.write_bytes(rel, png)
+            written["confusion"].append(rel)
+            confusion_links.append((job.get("name"), rel))
+
+    curves = {str(j.get("name")): _curve(store, j) for j in jobs if j.get("status", "ok") == "ok"}
+    curves_image = curves_png(curves)
+    if curves_image:
+        dest.write_bytes("train_curves.png", curves_image)
+        written["train_curves"] = "train_curves.png"
+
+    if tensorboard:
+        for job in jobs:
+            name = str(job.get("name"))
+            if curves.get(name):
+                written["tensorboard"] += write_tensorboard(dest, curves[name], job, rel=f"tensorboard/{_safe(name)}")
+
+    model = scaling.CommModel(bandwidth_gbs or scaling.DEFAULT_BANDWIDTH_GBS)
+    analysis = scaling.analyse([j for j in jobs], model=model, project_to=project_to)
+    scaling_md = ""
+    if analysis["groups"]:
+        projections = {k: v["projections"] for k, v in analysis["groups"].items()}
+        groups = scaling.scaling_groups(jobs)
+        dest.write_bytes("scaling.png", scaling.scaling_plot(groups, projections, model))
+        dest.write_bytes("scaling.csv", to_csv(scaling.csv_rows(analysis), SCALING_COLUMNS))
+        dest.write_json("scaling.json", analysis)
+        written.update(scaling_png="scaling.png", scaling_csv="scaling.csv")
+        scaling_md = scaling.markdown(analysis)
+
+    md = _markdown(run_url, results, rows, confusion_links, bool(curves_image), scaling_md, analysis, written)
+    dest.write_bytes("report.md", md.encode("utf-8"))
+    written["report_md"] = dest.path("report.md")
+    return written
+
+
+SCALING_COLUMNS = ("group", "kind", "zero_stage", "workers", "samples_per_s", "tokens_per_s", "step_time_s",
+                   "time_to_first_step_s", "speedup", "efficiency", "comm_s", "bandwidth_gbs")
+
+
+def _markdown(run_url, results, rows, confusion_links, has_curves, scaling_md, analysis, written) -> str:
+    meta = results["meta"]
+    jobs = results["jobs"]
+    ok = sum(r["status"] == "ok" for r in rows)
+    lines = [f"# emorec report: {run_url}", ""]
+    if results["kind"] == "sweep":
+        summary = f"{len(rows)} jobs, {ok} ok, {len(rows) - ok} failed"
+        if isinstance(meta.get("makespan_s"), (int, float)):
+            summary += f"; makespan {meta['makespan_s']:.1f} s, {meta.get('max_concurrent', '?')} at a time"
+        if meta.get("partial"):
+            summary += " (no results.json yet: the jobs that have finished)"
+        lines += [summary, ""]
+    lines += ["## Results", "", results_markdown(rows), "", SOURCES_NOTE]
+    if any(str(j.get("model") or "").startswith("tiny") for j in jobs) \
+            or any(r.get("n") is not None and int(r["n"]) < 200 for r in rows):
+        lines += ["", "Runs on the tiny test model or on small evaluation sets (fixtures, `data.max_eval_samples`) are "
+                      "not comparable with the published test-set numbers."]
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        lines += ["", "Failures:", ""] + [f"- `{r['job']}`: {r.get('error') or 'failed'}" for r in failed]
+    if has_curves:
+        lines += ["", "## Training curves", "", "![training curves](train_curves.png)"]
+    if written["tensorboard"]:
+        lines += ["", f"TensorBoard: `tensorboard --logdir {written['out'].rstrip('/')}/tensorboard`"]
+    if confusion_links:
+        lines += ["", "## Confusion matrices", ""]
+        lines += [f"- {name}: ![{name}]({rel})" for name, rel in confusion_links]
+    if scaling_md:
+        lines += ["", "## Scaling", "", "![scaling](scaling.png)", "",
+                  "Speedup = throughput / throughput at the smallest worker count; efficiency = speedup / worker "
+                  f"ratio. Projection assumption: {analysis['assumption']}.", "", scaling_md]
+        concurrent = meta.get("max_concurrent")
+        if isinstance(concurrent, int) and concurrent > 1:
+            lines += ["", f"Warning: the sweep ran {concurrent} jobs at a time, so the timed jobs may have shared "
+                          "machines; rerun with max_concurrent=1 for clean numbers."]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+
+def _storage_options(items: list[str] | None) -> dict[str, Any]:
+    from .config import parse_override
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, value = parse_override(item)
+        out[".".join(key)] = value
+    return out
+
+
+def cmd_report(args) -> int:
+    written = build_report(args.run, args.out, storage_options=_storage_options(args.storage_option),
+                           bandwidth_gbs=args.bandwidth_gbs, project_to=args.project_to,
+                           tensorboard=not args.no_tensorboard)
+    print(f"report: {written['report_md']}")
+    print(f"table:  {written['results_csv']}")
+    for key in ("train_curves", "scaling_png", "scaling_csv"):
+        if key in written:
+            print(f"{key.replace('_', ' ')}: {written['out'].rstrip('/')}/{written[key]}")
+    if written["confusion"]:
+        print(f"confusion matrices: {len(written['confusion'])} under {written['out'].rstrip('/')}/confusion/")
+    if written["tensorboard"]:
+        print(f"tensorboard --logdir {written['out'].rstrip('/')}/tensorboard")
+    return 0
+
+
+def register(subparsers) -> None:
+    r = subparsers.add_parser(
+        "report", help="tables and plots from a sweep's or a run's output (markdown, CSV, PNG, TensorBoard)",
+        description="Read a sweep output (OUTPUT/results.json) or one run (OUTPUT/metrics.json), local or on "
+                    "object storage, and write report.md, results.csv with the best published number beside each "
+                    "result, confusion-matrix PNGs, training curves (PNG and TensorBoard) and, for a scaling sweep "
+                    "(grid ray.workers: [1, 2, 4, ...]), speedup/efficiency tables, a projection and scaling.png.")
+    r.add_argument("run", metavar="RUN_URL", help="the sweep's or run's output (path, file://, s3://...)")
+    r.add_argument("--out", help="where the report goes (default RUN_URL/report)")
+    r.add_argument("--bandwidth-gbs", type=float, default=None,
+                   help="per-GPU collective bandwidth assumed by the projection, GB/s (default "
+                        "50: one 400 Gb/s InfiniBand NIC per GPU)")
+    r.add_argument("--project-to", type=int, default=64, help="project scaling up to this many workers")
+    r.add_argument("--storage-option", action="append", metavar="key=value",
+                   help="fsspec option for RUN_URL and --out, e.g. endpoint_url=http://host:9000 (repeatable)")
+    r.add_argument("--no-tensorboard", action="store_true", help="do not write TensorBoard event files")
+    r.set_defaults(func=cmd_report)
