@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("overrides", nargs="*", metavar="key=value")
     sw.set_defaults(func=cmd_sweep)
 
+    from . import bench
+
+    bench.register(sub)
+
     q = sub.add_parser("quickstart", help="train all six datasets x both methods on the tiny model and print a table")
     q.add_argument("--out", default="runs/quickstart", help="where fixtures, runs and the table go")
     q.add_argument("overrides", nargs="*", metavar="key=value", help="sweep keys, e.g. set.train.max_steps=50")

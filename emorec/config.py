@@ -74,6 +74,8 @@ class TrainConfig(Strict):
     upload_retries: int = Field(default=5, ge=1, description="attempts per storage operation")
     upload_backoff_s: float = Field(default=0.5, ge=0, description="first retry delay; doubles each time")
     log_every: int = Field(default=10, ge=1)
+    packing: bool = Field(default=False, description="pack samples into rows of pack_tokens, isolated per sample")
+    pack_tokens: int = Field(default=4096, ge=64, description="token budget of one packed row")
     stop_after: int | None = Field(default=None, ge=1, description="end the process after this step (tests a crash)")
 
 

@@ -10,7 +10,8 @@ from .config import RunConfig
 from .data.schema import DatasetSpec, Example
 from .engine import Dist
 from .metrics import score
-from .scoring import decide, label_logprobs
+from .fast_scoring import label_logprobs
+from .scoring import decide
 
 
 def _shard(n: int, dist: Dist) -> list[int]:

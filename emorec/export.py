@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from .engine import Dist
+from .packing import unwrap
 from .storage import RunStore
 
 ADAPTER = "adapter"
@@ -19,7 +20,7 @@ ADAPTER = "adapter"
 def export_adapter(engine, zero_stage: int, store: RunStore, dist: Dist) -> None:
     import deepspeed
 
-    model = engine.module
+    model = unwrap(engine.module)
     params = [p for p in model.parameters() if p.requires_grad]
     gather = deepspeed.zero.GatheredParameters(params, modifier_rank=None) if zero_stage == 3 else contextlib.nullcontext()
     from peft import get_peft_model_state_dict

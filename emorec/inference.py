@@ -14,7 +14,8 @@ from .engine import Dist
 from .errors import CheckpointError
 from .export import ADAPTER
 from .models import load_model
-from .scoring import decide, label_logprobs
+from .fast_scoring import label_logprobs
+from .scoring import decide
 from .batches import encode_examples
 from .storage import open_store
 

@@ -25,6 +25,7 @@ from .evaluate import evaluate
 from .errors import DataError
 from .export import export_adapter
 from .models import detect_family, load_model
+from .packing import PackedCausalLM, PackedOrder, collate_packed, feature_length, num_prefix_tokens
 from .redact import redacted_config
 from .storage import open_store
 
@@ -44,6 +45,18 @@ def load_data(cfg: RunConfig):
         if not examples:
             raise DataError(f"{cfg.data.dataset} at {cfg.data.path}: the {split} split is empty")
     return ds, train, held_out
+
+
+def batching(cfg: RunConfig, features, dist, pad_id: int, num_prefix: int):
+    """The per-rank micro-batch order and how to build a batch: padded rows, or packed ones."""
+    if cfg.train.packing:
+        order = PackedOrder([feature_length(f) for f in features], budget=cfg.train.pack_tokens,
+                            world=dist.world, rank=dist.rank, seed=cfg.seed)
+        dense = cfg.model.attn_implementation != "flex_attention"
+        return order, lambda idx: collate_packed([features[i] for i in idx], pad_id, num_prefix, dense_mask=dense)
+    order = MicroBatchOrder(len(features), world=dist.world, rank=dist.rank,
+                            micro_batch=cfg.train.micro_batch_size, seed=cfg.seed)
+    return order, lambda idx: collate([features[i] for i in idx], pad_id)
 
 
 def preflight(cfg: RunConfig):
@@ -69,10 +82,9 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
     model = apply_adapter(loaded.model, cfg.method, loaded.family, loaded.name, cfg.seed)
     tokenizer = loaded.tokenizer
     features = training_features(train_examples, ds.spec, tokenizer, cfg.prompt)
-    order = MicroBatchOrder(len(features), world=dist.world, rank=dist.rank,
-                            micro_batch=cfg.train.micro_batch_size, seed=cfg.seed)
+    order, make_batch = batching(cfg, features, dist, tokenizer.pad_token_id, num_prefix_tokens(model))
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    engine, ds_config = create_engine(model, cfg, dist)
+    engine, ds_config = create_engine(PackedCausalLM(model), cfg, dist)
     stage = zero_stage(ds_config)
     if dist.is_main:
         store.write_json("config.json", redacted_config(cfg))
@@ -98,7 +110,7 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
     while step < cfg.train.max_steps:
         total = torch.zeros((), dtype=torch.float64)
         for micro in range(ga):
-            batch = collate([features[i] for i in order.indices(step * ga + micro)], tokenizer.pad_token_id)
+            batch = make_batch(order.indices(step * ga + micro))
             loss = engine(**{k: v.to(device) for k, v in batch.items()}).loss
             engine.backward(loss)
             engine.step()

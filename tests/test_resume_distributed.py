@@ -71,7 +71,7 @@ def check_consolidation_matches_export(run, tag, exported, method):
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     state = get_fp32_state_dict_from_zero_checkpoint(str(run / "checkpoints"), tag=tag, exclude_frozen_parameters=True)
-    trainable = {k.replace(".default", ""): v for k, v in state.items()}
+    trainable = {k.removeprefix("peft.").replace(".default", ""): v for k, v in state.items()}
     if method == "lora":
         assert set(trainable) == set(exported)
         for k, v in exported.items():
