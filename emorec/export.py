@@ -27,7 +27,7 @@ def export_adapter(engine, zero_stage: int, store: RunStore, dist: Dist) -> None
 
     with gather:
         # Every rank builds the state dict: for prefix tuning it runs the prompt encoder, a ZeRO-3 collective.
-        state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in get_peft_model_state_dict(model).items()}
+        state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in get_peft_model_state_dict(model, save_embedding_layers=False).items()}
         if dist.is_main:
             tmp = tempfile.mkdtemp(prefix="emorec-adapter-")
             try:

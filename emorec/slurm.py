@@ -98,6 +98,7 @@ class Rendered:
     log_dir: str
     output: str
     n_jobs: int
+    warnings: list[str] = field(default_factory=list)
 
 
 def _check_options(o: SlurmOptions) -> None:
@@ -212,7 +213,15 @@ def render(config: str, overrides: list[str], o: SlurmOptions) -> Rendered:
     except KeyError as e:
         raise EmorecError(f"sbatch template {o.template} has a field this version does not fill: @{{{e.args[0]}}}") from None
     return Rendered(script=script, job_name=job_name, log_dir=log_dir,
-                    output=_absolute(sweep.output, workdir), n_jobs=len(jobs))
+                    output=_absolute(sweep.output, workdir), n_jobs=len(jobs), warnings=_missing_data(jobs, workdir))
+
+
+def _missing_data(jobs, workdir: str) -> list[str]:
+    """Data paths not visible here. Only a warning: they may exist on the compute nodes only."""
+    missing = sorted({p for p in (_absolute(cfg.data.path, workdir) for cfg in jobs)
+                      if "://" not in p and not os.path.exists(p)})
+    return [f"data path {p} does not exist on this machine; the job fails unless the compute nodes have it"
+            for p in missing[:5]]
 
 
 def write_script(r: Rendered) -> Path:
@@ -260,13 +269,21 @@ def _options(args) -> SlurmOptions:
     )
 
 
+def _warn(r: Rendered) -> None:
+    for w in r.warnings:
+        print(f"emorec: warning: {w}", file=sys.stderr)
+
+
 def cmd_render(args) -> int:
-    sys.stdout.write(render(args.config, args.overrides, _options(args)).script)
+    r = render(args.config, args.overrides, _options(args))
+    _warn(r)
+    sys.stdout.write(r.script)
     return 0
 
 
 def cmd_submit(args) -> int:
     r = render(args.config, args.overrides, _options(args))
+    _warn(r)
     path = write_script(r)
     info = {"job_id": None, "job_name": r.job_name, "script": str(path),
             "log": os.path.join(r.log_dir, f"{r.job_name}-%j.out"), "output": r.output,

@@ -302,7 +302,7 @@ def _wait_and_exit(c, sid: str, timeout: float | None) -> int:
 
 def _info_dict(info) -> dict[str, Any]:
     keys = ("submission_id", "job_id", "status", "message", "error_type", "entrypoint", "start_time", "end_time",
-            "metadata", "driver_node_id", "driver_exit_code")
+            "metadata", "runtime_env", "driver_node_id", "driver_exit_code")
     out = {}
     for k in keys:
         v = getattr(info, k, None)

@@ -29,6 +29,16 @@ def _wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def train_workers(ray) -> list[int]:
+    """Pids of the Ray Train worker processes under this test's own raylet."""
+    import psutil
+
+    node = ray._private.worker._global_node
+    raylet = node.all_processes["raylet"][0].process.pid
+    kids = psutil.Process(raylet).children(recursive=True)
+    return sorted(p.pid for p in kids if "RayTrainWorker" in " ".join(p.cmdline()) or "RayTrainWorker" in p.name())
+
+
 def _job_config(tmp_path, fixtures_dir, output, **train):
     from emorec.config import load_config
 
@@ -48,8 +58,6 @@ def _adapter(fs, root):
 
 def test_killed_worker_job_resumes_from_storage_and_matches_uninterrupted_run(ray_local, s3_endpoint, tmp_path,
                                                                                fixtures_dir):
-    from ray.util.state import list_actors
-
     from emorec.job import run_job
 
     fs = make_bucket(BUCKET)
@@ -63,9 +71,9 @@ def test_killed_worker_job_resumes_from_storage_and_matches_uninterrupted_run(ra
     _wait_for(lambda: fs.exists(f"{BUCKET}/killed/checkpoints/step-0000005/MANIFEST.json"), 240, "first checkpoint")
     fs.invalidate_cache()
     assert not fs.exists(f"{BUCKET}/killed/checkpoints/step-0000030/MANIFEST.json")
-    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    workers = train_workers(ray_local)
     assert len(workers) == 2
-    os.kill(workers[-1].pid, signal.SIGKILL)
+    os.kill(workers[-1], signal.SIGKILL)
     thread.join(timeout=400)
     assert outcome["result"]["steps"] == 30
 
