@@ -133,12 +133,12 @@ def _describe(model: type[BaseModel], loc: tuple) -> str:
     return ""
 
 
-def _format(err: ValidationError, source: str) -> str:
+def _format(err: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            allowed = _describe(RunConfig, e["loc"])
+            allowed = _describe(model or RunConfig, e["loc"])
             lines.append(f"unknown key '{key}'" + (f" (allowed here: {allowed})" if allowed else ""))
         elif e["type"] == "missing":
             lines.append(f"missing required key '{key}'")

@@ -136,11 +136,21 @@ def _reduce_over_ranks(samples: float, tokens: float, seconds: float) -> tuple[f
     return float(counts[0]), float(counts[1]), float(slowest[0]), dist.get_world_size()
 
 
-def batch_counts(batch: dict) -> tuple[int, int]:
-    """(samples, real tokens) of one collated micro-batch: rows, and ones in the attention mask."""
+def batch_counts(batch: dict, ignore_index: int = -100) -> tuple[int, int]:
+    """(samples, real tokens) in one collated micro-batch, padded or packed.
+
+    Padded (batches.collate): rows, and the ones in the 2-D attention mask. Packed (packing.collate_packed):
+    the segments of the row that carry labels, and their tokens (the label-free filler is not counted)."""
     ids = batch["input_ids"]
+    seq = batch.get("seq_ids")
+    if seq is not None:
+        labels = batch["labels"]
+        real = seq[labels != ignore_index].unique()
+        import torch
+
+        return int(real.numel()), int(torch.isin(seq, real).sum())
     mask = batch.get("attention_mask")
-    tokens = int(mask.sum()) if mask is not None else int(ids.numel())
+    tokens = int(mask.sum()) if mask is not None and mask.dim() == 2 else int(ids.numel())
     return int(ids.shape[0]), tokens
 
 
@@ -205,22 +215,30 @@ def _workers(row: dict) -> int:
     return int(row.get("world_size") or row.get("workers") or 1)
 
 
-def group_key(row: dict) -> str:
-    """Jobs that differ only in their worker count share a key (the job name without `_workersN`)."""
+_WORKERS_SUFFIX = r"_workers\d+(?=_|$)"  # what sweep_config.expand appends for the grid key ray.workers
+
+
+def group_key(row: dict) -> str | None:
+    """Jobs of a scaling sweep that differ only in their worker count share a key: the job name without
+    its `_workersN` part. Jobs not named by a `ray.workers` grid have none."""
     import re
 
     name = str(row.get("name", ""))
-    return re.sub(r"_workers\d+(?=_|$)", "", name) or f"{row.get('dataset')}_{row.get('method')}"
+    if not re.search(_WORKERS_SUFFIX, name):
+        return None
+    return re.sub(_WORKERS_SUFFIX, "", name)
 
 
 def scaling_groups(rows: Iterable[dict]) -> dict[str, list[dict]]:
-    """Finished runs with a throughput, grouped by job key; only groups with >= 2 worker counts."""
-    groups: dict[str, list[dict]] = {}
+    """Finished runs with a throughput, grouped by job key; only groups with >= 2 worker counts
+    (the first run of each worker count counts)."""
+    groups: dict[str, dict[int, dict]] = {}
     for row in rows:
-        if row.get("status", "ok") != "ok" or not row.get("samples_per_s"):
+        key = group_key(row)
+        if key is None or row.get("status", "ok") != "ok" or not row.get("samples_per_s"):
             continue
-        groups.setdefault(group_key(row), []).append(row)
-    return {k: sorted(v, key=_workers) for k, v in groups.items() if len({_workers(r) for r in v}) >= 2}
+        groups.setdefault(key, {}).setdefault(_workers(row), row)
+    return {k: [v[n] for n in sorted(v)] for k, v in groups.items() if len(v) >= 2}
 
 
 def speedup_table(rows: Iterable[dict]) -> list[dict]:
@@ -421,15 +439,20 @@ def scaling_plot(groups: dict[str, list[dict]], projections: dict[str, dict[int,
         ideal_x = [n0, top]
         ax.plot(ideal_x, [thr0, thr0 * top / n0], "-", color="grey", linewidth=0.8, alpha=0.6,
                 label="linear" if i == 0 else None)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     for a in (ax, ax_eff):
         a.set_xscale("log", base=2)
+        a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        a.xaxis.set_minor_formatter(NullFormatter())
         a.set_xlabel("workers")
         a.grid(True, which="both", alpha=0.3)
     ax.set_yscale("log")
     ax.set_ylabel("samples/s")
     ax.set_title("throughput")
     ax_eff.set_ylabel("efficiency (speedup / workers ratio)")
-    ax_eff.set_ylim(0, 1.15)
+    top_eff = max([1.0, *(line.get_ydata().max() for line in ax_eff.get_lines() if len(line.get_ydata()))])
+    ax_eff.set_ylim(0, 1.1 * top_eff)
     ax_eff.set_title("scaling efficiency")
     ax_eff.legend(fontsize=7, loc="lower left")
     fig.suptitle(f"projection: {model.describe()}", fontsize=8)

@@ -243,8 +243,8 @@ def follow(c, submission_id: str, *, timeout: float | None = None, out=None, pol
         asyncio.run(asyncio.wait_for(_tail(c, submission_id, out), timeout=timeout))
     except (asyncio.TimeoutError, TimeoutError):
         return str(c.get_job_status(submission_id))
-    except RuntimeError as e:  # the websocket closed early: fall back to polling the status
-        log.warning("log stream for %s ended: %s; polling its status", submission_id, e)
+    except Exception as e:  # the websocket closed early or the dashboard hiccuped: poll the status instead
+        log.warning("log stream for %s ended (%s: %s); polling its status", submission_id, type(e).__name__, e)
     # The stream ends when the job does; the status may lag a moment behind it.
     deadline = None if timeout is None else started + timeout
     for _ in range(100000):

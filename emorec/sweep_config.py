@@ -30,7 +30,7 @@ def load_sweep(path: str, overrides: list[str] = ()) -> SweepConfig:
     try:
         return SweepConfig.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format(e, path).replace("unknown key", "unknown sweep key")) from None
+        raise ConfigError(_format(e, path, SweepConfig).replace("unknown key", "unknown sweep key")) from None
 
 
 def _suffix(key: str, value: Any) -> str:
@@ -46,7 +46,8 @@ def expand(sweep: SweepConfig) -> list[RunConfig]:
         for combo in itertools.product(*[values for _, values in axes]) if axes else [()]:
             raw = read_yaml(base_path)
             name = "_".join([f"{dataset}_{method}", *(_suffix(k, v) for (k, _), v in zip(axes, combo))])
-            items = {**sweep.set, **sweep.per_method.get(method, {}), **{k: v for (k, _), v in zip(axes, combo)}}
+            items = {**_flat(sweep.set), **_flat(sweep.per_method.get(method, {})),
+                     **{k: v for (k, _), v in zip(axes, combo)}}
             overrides = [f"{k}={_yaml(v)}" for k, v in items.items()]
             overrides += [f"name={name}", f"output={sweep.output.rstrip('/')}/{name}"]
             if sweep.data_root:
@@ -59,6 +60,17 @@ def expand(sweep: SweepConfig) -> list[RunConfig]:
     if not jobs:
         raise ConfigError("sweep has no jobs: give at least one dataset and one method")
     return jobs
+
+
+def _flat(keys: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"lr": 1}} and {"train.lr": 1} both mean the one key train.lr, not a whole new section."""
+    out: dict[str, Any] = {}
+    for key, value in keys.items():
+        if isinstance(value, dict) and value and not key.endswith(("options", "storage_options")):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _yaml(value: Any) -> str:

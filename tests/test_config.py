@@ -74,3 +74,17 @@ def test_sweep_grid_multiplies_jobs_and_names_them():
 def test_sweep_unknown_key_is_named():
     with pytest.raises(ConfigError, match="unknown sweep key 'datasetz'"):
         load_sweep(str(REPO / "configs" / "quickstart.yaml"), ["datasetz=[meld]"])
+
+
+def test_sweep_set_with_nested_keys_changes_only_those_keys():
+    sweep = load_sweep(str(REPO / "configs" / "quickstart.yaml"),
+                       ["datasets=[meld]", "methods=[lora]", "set.train.max_steps=4"])
+    (job,) = expand(sweep)
+    assert job.train.max_steps == 4
+    assert job.train.micro_batch_size == 8 and job.train.grad_accum == 1
+
+
+def test_unknown_sweep_key_lists_sweep_keys():
+    with pytest.raises(ConfigError) as e:
+        load_sweep(str(REPO / "configs" / "quickstart.yaml"), ["max_concurrency=3"])
+    assert "max_concurrent" in str(e.value) and "datasets" in str(e.value)

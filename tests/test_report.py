@@ -288,6 +288,11 @@ def test_throughput_measures_steps_samples_tokens_and_time_to_first_step():
     batch = {"input_ids": torch.zeros(3, 5, dtype=torch.long),
              "attention_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])}
     assert batch_counts(batch) == (3, 9)
+    from emorec.batches import Feature
+    from emorec.packing import collate_packed
+
+    feats = [Feature(0, [5, 6, 7], [8, 1]), Feature(1, [5, 9], [3, 1])]
+    assert batch_counts(collate_packed(feats, 0, pad_to=16)) == (2, 9)  # two samples, filler not counted
 
 
 def test_scaling_sweeps_are_recognised_and_run_one_job_at_a_time():

@@ -174,7 +174,7 @@ def test_dry_run_validates_locally_and_carries_no_credentials(tmp_path, fixtures
 @pytest.mark.distributed
 @pytest.mark.slow
 def test_submit_wait_runs_a_sweep_on_a_ray_head(ray_head, tmp_path, fixtures_dir):
-    address, client = ray_head["address"], ray_head["client"]
+    address = ray_head["address"]
     out = tmp_path / "sweep"
     sid = f"emorec-test-{os.getpid()}"
     env = _env(AWS_ACCESS_KEY_ID="emorec-test-key", AWS_SECRET_ACCESS_KEY=SECRET)
