@@ -199,9 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("overrides", nargs="*", metavar="key=value")
     sw.set_defaults(func=cmd_sweep)
 
-    from . import bench, slurm
+    from . import bench, bench_cluster, slurm
 
     bench.register(sub)
+    bench_cluster.register(sub)
     slurm.register(sub)
 
     q = sub.add_parser("quickstart", help="train all six datasets x both methods on the tiny model and print a table")

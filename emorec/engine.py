@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 
 import torch
@@ -52,25 +53,22 @@ def setup_distributed() -> Dist:
         ctx = ray.train.get_context()
         os.environ.update(RANK=str(ctx.get_world_rank()), WORLD_SIZE=str(ctx.get_world_size()),
                           LOCAL_RANK=str(ctx.get_local_rank()))
-    elif "RANK" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    backend = "nccl" if on_gpu() else "gloo"
+    if not torch.distributed.is_initialized() and "RANK" not in os.environ:
+        # One process: a file rendezvous, so no port can be taken by someone else in the meantime.
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+        handle, path = tempfile.mkstemp(prefix="emorec-rendezvous-")
+        os.close(handle)
+        os.unlink(path)
+        torch.distributed.init_process_group(backend, init_method=f"file://{path}", rank=0, world_size=1)
     if not on_gpu():
         # The shared-memory all-reduce is an optional speed-up that JIT-compiles for ~40 s; gloo suffices.
         importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
-    deepspeed.init_distributed(dist_backend="nccl" if on_gpu() else "gloo")
+    deepspeed.init_distributed(dist_backend=backend)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if on_gpu():
         torch.cuda.set_device(local_rank)
     return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size(), local_rank)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_ds_config(path: str) -> dict:
