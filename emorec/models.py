@@ -102,6 +102,17 @@ def detect_family(cfg: ModelConfig) -> str:
     )
 
 
+def check_model(cfg: ModelConfig) -> str:
+    """The model family, after the checks that need no weights (run before any process group)."""
+    family = detect_family(cfg)
+    if family == "chatglm" and not cfg.trust_remote_code:
+        raise ConfigError(
+            f"model.name={cfg.name!r} is ChatGLM2/3, which runs code shipped with the checkpoint; "
+            "set model.trust_remote_code=true to allow it (needs transformers 4.40-4.43, see README)"
+        )
+    return family
+
+
 def resolve_dtype(cfg: ModelConfig) -> torch.dtype:
     if cfg.dtype == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
@@ -109,7 +120,7 @@ def resolve_dtype(cfg: ModelConfig) -> torch.dtype:
 
 
 def load_model(cfg: ModelConfig) -> LoadedModel:
-    family = detect_family(cfg)
+    family = check_model(cfg)
     dtype = resolve_dtype(cfg)
     if family == "tiny":
         tokenizer = tiny_tokenizer()
@@ -126,11 +137,6 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         model = GlmForCausalLM.from_pretrained(cfg.name, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(cfg.name)
     else:
-        if not cfg.trust_remote_code:
-            raise ConfigError(
-                f"model.name={cfg.name!r} is ChatGLM2/3, which runs code shipped with the checkpoint; "
-                "set model.trust_remote_code=true to allow it (needs transformers 4.40-4.43, see README)"
-            )
         log.info("loading ChatGLM %s through its remote code", cfg.name)
         model = AutoModel.from_pretrained(cfg.name, trust_remote_code=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(cfg.name, trust_remote_code=True)

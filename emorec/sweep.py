@@ -23,16 +23,17 @@ log = logging.getLogger(__name__)
 
 def connect(num_cpus: int | None = None) -> None:
     """Join RAY_ADDRESS if set, else start a local cluster that listens on loopback only."""
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        # Ray processes find their own address; this keeps a one-machine cluster on loopback throughout.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
         return
-    address = os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        # Workers find their address by themselves; keep a one-machine cluster on loopback throughout.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
 
 

@@ -24,7 +24,7 @@ from .engine import Dist, create_engine, fill_ds_config, read_ds_config, setup_d
 from .evaluate import evaluate
 from .errors import DataError
 from .export import export_adapter
-from .models import detect_family, load_model
+from .models import check_model, load_model
 from .packing import PackedCausalLM, PackedOrder, collate_packed, feature_length, num_prefix_tokens
 from .redact import redacted_config
 from .storage import open_store
@@ -63,7 +63,7 @@ def preflight(cfg: RunConfig):
     """Everything that can be wrong with the user's input, checked before any process group or model."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     fill_ds_config(read_ds_config(cfg.train.deepspeed), cfg, world, bf16=False)
-    detect_family(cfg.model)
+    check_model(cfg.model)
     store = open_store(cfg.output, cfg.storage_options, retries=cfg.train.upload_retries,
                        backoff_s=cfg.train.upload_backoff_s)
     if cfg.resume not in ("auto", "never"):

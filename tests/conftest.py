@@ -10,6 +10,9 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+# Before anything imports ray: Ray reads these at import time. They keep every test cluster on loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -56,15 +59,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def clean_env() -> dict:
+    """The environment for a child process, without any process-group variables of this one."""
+    return {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+
+
 def torchrun(nproc: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "emorec.cli", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=clean_env())
 
 
 def emorec(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "emorec.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+                          timeout=timeout, cwd=REPO, env=clean_env())
 
 
 SECRET = "emorecTestSecretKey-7f3c9b1d2e"
@@ -107,8 +118,6 @@ def ray_local(s3_endpoint):
     """A local Ray cluster on loopback, started after the S3 credentials are in the environment."""
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from emorec.cli import main
@@ -17,6 +18,7 @@ def fails(capsys, *argv) -> str:
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.startswith("emorec: error: ")
+    assert not torch.distributed.is_initialized(), "the error came after a process group was made"
     return err
 
 

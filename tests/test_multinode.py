@@ -1,7 +1,6 @@
 """A 2-worker job spread over 2 Ray nodes on this machine (STRICT_SPREAD) trains and checkpoints to S3."""
 
 import json
-import os
 
 import pytest
 
@@ -15,12 +14,10 @@ def two_node_cluster(s3_endpoint):
     import ray
     from ray.cluster_utils import Cluster
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
                                                             "include_dashboard": False})
     cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-    ray.init(address=cluster.address)
+    ray.init(address=cluster.address, _node_ip_address="127.0.0.1")
     cluster.wait_for_nodes()
     yield cluster
     ray.shutdown()
