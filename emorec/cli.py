@@ -199,11 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("overrides", nargs="*", metavar="key=value")
     sw.set_defaults(func=cmd_sweep)
 
-    from . import bench, bench_cluster, slurm
+    from . import bench, bench_cluster, report, slurm, submit
 
+    submit.register(sub)
+    report.register(sub)
+    slurm.register(sub)
     bench.register(sub)
     bench_cluster.register(sub)
-    slurm.register(sub)
 
     q = sub.add_parser("quickstart", help="train all six datasets x both methods on the tiny model and print a table")
     q.add_argument("--out", default="runs/quickstart", help="where fixtures, runs and the table go")

@@ -14,6 +14,7 @@ from .config import RunConfig
 from .credentials import hidden_from_ray
 from .job import absolute_paths, pyarrow_filesystem, run_job
 from .results import results_table
+from .scaling import concurrency_for, scaling_warnings
 from .storage import open_store
 from .sweep_config import SweepConfig, expand
 from .train import preflight
@@ -61,7 +62,9 @@ def run_sweep(sweep: SweepConfig) -> list[dict]:
     log.info("sweep %s: %d jobs", sweep.name, len(jobs))
     connect()
     store = open_store(sweep.output, sweep.storage_options)
-    concurrency = sweep.max_concurrent or default_concurrency(jobs)
+    concurrency = concurrency_for(sweep, sweep.max_concurrent or default_concurrency(jobs))
+    for warning in scaling_warnings(sweep):
+        log.warning("%s", warning)
     by_name = {cfg.name: cfg for cfg in jobs}
     started = time.perf_counter()
     with hidden_from_ray() as credentials:

@@ -27,6 +27,8 @@ from .export import export_adapter
 from .models import check_model, load_model
 from .packing import PackedCausalLM, PackedOrder, collate_packed, feature_length, num_prefix_tokens
 from .redact import redacted_config
+from .report import write_tensorboard
+from .scaling import Throughput, batch_counts, model_facts
 from .storage import open_store
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ def preflight(cfg: RunConfig):
 
 
 def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | None = None) -> dict:
+    throughput = Throughput()
     store, ds, train_examples, eval_examples = preflight(cfg)
     dist = setup_distributed()
     from transformers import set_seed
@@ -84,8 +87,10 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
     features = training_features(train_examples, ds.spec, tokenizer, cfg.prompt)
     order, make_batch = batching(cfg, features, dist, tokenizer.pad_token_id, num_prefix_tokens(model))
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    facts = model_facts(model, micro_batch_size=cfg.train.micro_batch_size, grad_accum=cfg.train.grad_accum)
     engine, ds_config = create_engine(PackedCausalLM(model), cfg, dist)
     stage = zero_stage(ds_config)
+    facts["zero_stage"] = stage
     if dist.is_main:
         store.write_json("config.json", redacted_config(cfg))
         store.write_json("spec.json", spec_to_json(ds.spec))
@@ -107,10 +112,14 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
                disable=not (show_progress and dist.is_main))
     engine.train()
     started = time.perf_counter() - state["elapsed_s"]
+    throughput.start()
     while step < cfg.train.max_steps:
         total = torch.zeros((), dtype=torch.float64)
+        samples = tokens = 0
         for micro in range(ga):
             batch = make_batch(order.indices(step * ga + micro))
+            n_samples, n_tokens = batch_counts(batch)
+            samples, tokens = samples + n_samples, tokens + n_tokens
             loss = engine(**{k: v.to(device) for k, v in batch.items()}).loss
             engine.backward(loss)
             engine.step()
@@ -118,6 +127,7 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
         if dist.world > 1:
             torch.distributed.all_reduce(total)
         step += 1
+        throughput.step(samples, tokens)
         loss_value = float(total) / (ga * dist.world)
         state["curve"].append([step, loss_value])
         bar.update(1)
@@ -127,7 +137,8 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
         if step % cfg.train.save_every == 0 or step == cfg.train.max_steps:
             state.update(step=step, elapsed_s=time.perf_counter() - started,
                          micro_batches_seen=step * ga, epoch=order.epoch_of(step * ga))
-            ckpt.save(engine, step, state)
+            with throughput.paused():
+                ckpt.save(engine, step, state)
         if cfg.train.stop_after is not None and step >= cfg.train.stop_after and step < cfg.train.max_steps:
             bar.close()
             ckpt.close()
@@ -142,10 +153,12 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
         "name": cfg.name, "dataset": ds.spec.name, "method": cfg.method.name, "split": cfg.eval.split,
         "steps": step, "train_seconds": round(time.perf_counter() - started, 3), "world_size": dist.world,
         "final_loss": state["curve"][-1][1] if state["curve"] else None, **metrics,
+        **throughput.summary(), **facts,
     }
     if dist.is_main:
         store.write_json("metrics.json", result)
         store.write_bytes("predictions.jsonl", "\n".join(map(_json, rows)).encode("utf-8") + b"\n")
+        write_tensorboard(store, state["curve"], result)
         log.info("%s: %s = %.4f on %s (%d examples)", cfg.name, metrics["primary"], metrics["value"],
                  cfg.eval.split, metrics["n"])
     if publisher is None:  # otherwise the publisher's uploads may still be reading the staged shards
