@@ -374,18 +374,9 @@ def register(subparsers) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m emorec.slurm submit|render ...`, the same as `emorec slurm submit|render ...`."""
-    parser = argparse.ArgumentParser(prog="emorec slurm")
-    _add_commands(parser.add_subparsers(dest="slurm_command", required=True, metavar="SUBCOMMAND"))
-    args, extra = parser.parse_known_args(argv)
-    if extra and all("=" in x and not x.startswith("-") for x in extra):
-        args.overrides = [*args.overrides, *extra]
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        return args.func(args)
-    except EmorecError as e:
-        print(f"emorec: error: {e}", file=sys.stderr)
-        return 2
+    from .cli import main as emorec_main
+
+    return emorec_main(["slurm", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

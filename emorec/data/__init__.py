@@ -68,6 +68,18 @@ def open_text(path: str, newline: str | None = None) -> Iterator[IO[str]]:
         raise DataError(f"not valid UTF-8 text ({e.reason} at byte {e.start})", file=path) from e
 
 
+def fixed_split_files(dataset: str, path: str, files: dict[str, str], options: dict):
+    """For releases with one file per split in one directory: (filesystem, {split: full path})."""
+    if options:
+        raise DataError(f"unknown option {next(iter(options))!r} for {dataset}; allowed: none")
+    fs, root = fsspec.core.url_to_fs(path)
+    root = root.rstrip("/")
+    for name in files.values():
+        if not fs.isfile(f"{root}/{name}"):
+            raise DataError(f"expected {name} in {path}")
+    return fs, {split: f"{root}/{name}" for split, name in files.items()}
+
+
 def read_lines(path: str) -> list[str]:
     with open_text(path) as f:
         return [line.rstrip("\n") for line in f]

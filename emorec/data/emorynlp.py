@@ -6,10 +6,10 @@ import json
 from collections import Counter
 from typing import Any
 
-import fsspec
 from fsspec import AbstractFileSystem
 
 from ..errors import DataError
+from . import fixed_split_files
 from .schema import DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
 
 _LABELS = ("Joyful", "Mad", "Peaceful", "Neutral", "Sad", "Powerful", "Scared")
@@ -30,16 +30,10 @@ _KEYS = {"utterance_id": str, "speakers": list, "transcript": str, "emotion": st
 
 
 def load(path: str, *, on_bad_row: str = "error", seed: int = 0, **options) -> LoadedDataset:
-    if options:
-        raise DataError(f"unknown option {next(iter(options))!r} for emorynlp; allowed: none")
+    fs, files = fixed_split_files("emorynlp", path, FILES, options)
     skipped: Counter = Counter()
     policy = RowPolicy(on_bad_row, skipped)
-    fs, root = fsspec.core.url_to_fs(path)
-    root = root.rstrip("/")
-    for name in FILES.values():
-        if not fs.isfile(f"{root}/{name}"):
-            raise DataError(f"expected {name} in {path}")
-    splits = {split: _read_split(fs, f"{root}/{name}", policy) for split, name in FILES.items()}
+    splits = {split: _read_split(fs, file, policy) for split, file in files.items()}
     return LoadedDataset(SPEC, splits, skipped)
 
 

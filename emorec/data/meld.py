@@ -5,10 +5,10 @@ from __future__ import annotations
 import csv
 from collections import Counter
 
-import fsspec
 from fsspec import AbstractFileSystem
 
 from ..errors import DataError
+from . import fixed_split_files
 from .schema import DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
 
 _LABELS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")
@@ -29,16 +29,10 @@ _USED = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID")
 
 
 def load(path: str, *, on_bad_row: str = "error", seed: int = 0, **options) -> LoadedDataset:
-    if options:
-        raise DataError(f"unknown option {next(iter(options))!r} for meld; allowed: none")
+    fs, files = fixed_split_files("meld", path, FILES, options)
     skipped: Counter = Counter()
     policy = RowPolicy(on_bad_row, skipped)
-    fs, root = fsspec.core.url_to_fs(path)
-    root = root.rstrip("/")
-    for name in FILES.values():
-        if not fs.isfile(f"{root}/{name}"):
-            raise DataError(f"expected {name} in {path}")
-    splits = {split: _read_split(fs, f"{root}/{name}", policy) for split, name in FILES.items()}
+    splits = {split: _read_split(fs, file, policy) for split, file in files.items()}
     return LoadedDataset(SPEC, splits, skipped)
 
 
