@@ -11,7 +11,7 @@ import tempfile
 import time
 
 from .checkpoint import STATE, Checkpointer
-from .engine import Dist
+from .engine import SINGLE
 from .storage import open_store
 
 
@@ -59,7 +59,7 @@ def bench_upload(args: argparse.Namespace) -> dict:
         for name in sorted(os.listdir(tag_dir)):
             store.fs.put_file(os.path.join(tag_dir, name), store.path(f"raw-{round_}", name))
         raw.append(time.perf_counter() - started)
-        ckpt = Checkpointer(open_store(store.url.rstrip("/") + f"/emorec-{round_}"), Dist(0, 1, 0), scratch, keep_last=1)
+        ckpt = Checkpointer(open_store(store.url.rstrip("/") + f"/emorec-{round_}"), SINGLE, scratch, keep_last=1)
         started = time.perf_counter()
         ckpt.upload_shard(tag_dir, "step-0000001")
         ours.append(time.perf_counter() - started)

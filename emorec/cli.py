@@ -59,7 +59,8 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .data import load_dataset
     from .evaluate import evaluate
-    from .inference import SINGLE, load_predictor
+    from .engine import SINGLE
+    from .inference import load_predictor
     from .storage import open_store
 
     p = load_predictor(args.run)

@@ -29,6 +29,9 @@ class Dist:
         return self.rank == 0
 
 
+SINGLE = Dist(0, 1, 0)
+
+
 def on_gpu() -> bool:
     return torch.cuda.is_available()
 

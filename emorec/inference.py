@@ -10,7 +10,6 @@ import torch
 
 from .config import RunConfig, build_config
 from .data.schema import DatasetSpec, Example, Turn, spec_from_json
-from .engine import Dist
 from .errors import CheckpointError
 from .export import ADAPTER
 from .models import load_model
@@ -69,5 +68,3 @@ def example_from_dialogue(turns: list[dict], *, speaker: str | None = None) -> E
         context=tuple(Turn(t.get("speaker"), t["text"]) for t in context),
     )
 
-
-SINGLE = Dist(0, 1, 0)

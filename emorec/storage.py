@@ -10,7 +10,6 @@ import os
 import posixpath
 from typing import Any, Callable, TypeVar
 
-import fsspec
 from fsspec.core import url_to_fs
 
 from .retry import with_retries
@@ -94,7 +93,3 @@ class RunStore:
 def open_store(url: str, storage_options: dict[str, Any] | None = None, **policy) -> RunStore:
     return RunStore(url, storage_options, **policy)
 
-
-def read_text(url: str, storage_options: dict[str, Any] | None = None) -> str:
-    with fsspec.open(url, "r", encoding="utf-8", **(storage_options or {})) as f:
-        return f.read()

@@ -20,7 +20,7 @@ from .checkpoint import Checkpointer, Publisher
 from .config import RunConfig
 from .data import load_dataset
 from .data.schema import spec_to_json
-from .engine import Dist, create_engine, fill_ds_config, read_ds_config, setup_distributed, zero_stage
+from .engine import SINGLE, create_engine, fill_ds_config, read_ds_config, setup_distributed, zero_stage
 from .evaluate import evaluate
 from .errors import DataError
 from .export import export_adapter
@@ -69,7 +69,7 @@ def preflight(cfg: RunConfig):
     store = open_store(cfg.output, cfg.storage_options, retries=cfg.train.upload_retries,
                        backoff_s=cfg.train.upload_backoff_s)
     if cfg.resume not in ("auto", "never"):
-        Checkpointer(store, Dist(0, 1, 0), "", cfg.train.keep_last).resolve(cfg.resume)
+        Checkpointer(store, SINGLE, "", cfg.train.keep_last).resolve(cfg.resume)
     return store, *load_data(cfg)
 
 

@@ -25,6 +25,22 @@ def fixtures_dir(tmp_path_factory) -> Path:
     return out
 
 
+def tiny_peft(method: str):
+    """A tiny GLM with a deterministic LoRA (non-zero, no dropout) or 4-token prefix adapter."""
+    import torch
+    from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
+
+    from emorec.models import tiny_glm
+
+    if method == "lora":
+        cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8, lora_dropout=0.0,
+                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    else:
+        cfg = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4)
+    torch.manual_seed(0)
+    return get_peft_model(tiny_glm(1024), cfg)
+
+
 def tiny_overrides(fixtures: Path, dataset: str, method: str) -> dict:
     """Settings under which the tiny GLM learns the fixtures' cue words in a few seconds."""
     common = {

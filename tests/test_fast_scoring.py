@@ -2,10 +2,10 @@ import functools
 
 import pytest
 import torch
-from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
+
+from conftest import tiny_peft
 
 from emorec import fast_scoring, scoring
-from emorec.models import tiny_glm
 from emorec.packing import PackedCausalLM
 
 CPU = torch.device("cpu")
@@ -23,13 +23,7 @@ def prompts() -> list[list[int]]:
 
 @functools.cache
 def peft_model(method: str):
-    if method == "lora":
-        cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8, lora_dropout=0.0,
-                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False)
-    else:
-        cfg = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4)
-    torch.manual_seed(0)
-    return get_peft_model(tiny_glm(1024), cfg).eval()
+    return tiny_peft(method).eval()
 
 
 @pytest.mark.parametrize("labels", LABEL_SETS)

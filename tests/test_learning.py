@@ -12,7 +12,7 @@ def untrained_accuracy(cfg_path) -> float:
     from emorec.adapters import apply_adapter
     from emorec.config import load_config
     from emorec.evaluate import evaluate
-    from emorec.inference import SINGLE
+    from emorec.engine import SINGLE
     from emorec.models import load_model
     from emorec.train import load_data
 

@@ -3,10 +3,10 @@ import sys
 
 import pytest
 import torch
-from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
+
+from conftest import tiny_peft
 
 from emorec.batches import IGNORE, Feature, collate
-from emorec.models import tiny_glm
 from emorec.packing import (
     PackedCausalLM, PackedOrder, block_causal_mask, collate_packed, num_prefix_tokens, pack_groups, unwrap,
 )
@@ -21,13 +21,7 @@ def features() -> list[Feature]:
 
 
 def peft_model(method: str):
-    if method == "lora":
-        cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8, lora_dropout=0.0,
-                         target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False)
-    else:
-        cfg = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4)
-    torch.manual_seed(0)
-    return get_peft_model(tiny_glm(1024), cfg).train()
+    return tiny_peft(method).train()
 
 
 def grads(model) -> dict[str, torch.Tensor]:
