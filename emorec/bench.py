@@ -34,7 +34,7 @@ class Settings:
     steps: int
     warmup: int
     rounds: int
-    budget: int
+    budgets: tuple[int, ...]
     batch: int
     pad_to: int | None
     prompt_mean: int
@@ -51,14 +51,14 @@ def settings(args: argparse.Namespace) -> Settings:
     """GPU: ERC-like lengths (mean ~150), baseline padded to 512. CPU: short lengths so it ends in seconds."""
     if torch.cuda.is_available():
         return Settings(
-            gpu=True, steps=args.steps or (4 if args.quick else 10), warmup=3, rounds=1, budget=args.budget or 4096,
+            gpu=True, steps=args.steps or (4 if args.quick else 10), warmup=3, rounds=1, budgets=tuple(args.budget or [4096]),
             batch=8, pad_to=512, prompt_mean=147, prompt_spread=60, prompt_range=(24, 509), pre_seq_len=128,
             eval_batch=32, eval_batches=2 if args.quick else 6, new_tokens=8, compile=args.compile,
         )
     return Settings(
         gpu=False, steps=args.steps or (3 if args.quick else 8), warmup=3, rounds=1 if args.quick else 3,
-        budget=args.budget or 512, batch=8, pad_to=None, prompt_mean=28, prompt_spread=10, prompt_range=(6, 60),
-        pre_seq_len=16, eval_batch=8, eval_batches=2 if args.quick else 5, new_tokens=4, compile=False,
+        budgets=tuple(args.budget or [512]), batch=8, pad_to=None, prompt_mean=28, prompt_spread=10, prompt_range=(6, 60),
+        pre_seq_len=16, eval_batch=8, eval_batches=2 if args.quick else 5, new_tokens=4, compile=args.compile,
     )
 
 
@@ -175,22 +175,29 @@ def baseline_train(model, features: list[Feature], s: Settings, pad_id: int, dev
     return result
 
 
-def emorec_train(engine, features: list[Feature], s: Settings, pad_id: int, prefix: int,
-                 device: torch.device) -> dict:
-    """emorec's path: packed rows through the DeepSpeed engine (dense mask on CPU, BlockMask under flex)."""
-    order = PackedOrder([feature_length(f) for f in features], budget=s.budget, world=1, rank=0, seed=0)
+def packed_step(engine, features: list[Feature], s: Settings, budget: int, pad_id: int, prefix: int,
+                device: torch.device) -> Callable[[int], tuple[int, int]]:
+    """One training step of emorec's path: a packed row through the DeepSpeed engine (dense mask on CPU,
+    BlockMask under flex). Compiled layers get rows padded to the budget, so shapes stay fixed."""
+    order = PackedOrder([feature_length(f) for f in features], budget=budget, world=1, rank=0, seed=0)
     flex = engine.module.peft.get_base_model().config._attn_implementation == "flex_attention"
-    engine.train()
+    fixed = budget if flex or s.compile else None  # compiled kernels (flex's too) are built once per shape
 
     def step(k: int) -> tuple[int, int]:
+        engine.train()
         chunk = [features[i] for i in order.indices(k)]
-        batch = collate_packed(chunk, pad_id, prefix, pad_to=s.budget if s.compile else None, dense_mask=not flex)
+        batch = collate_packed(chunk, pad_id, prefix, pad_to=fixed, dense_mask=not flex)
         loss = engine(**_to(batch, device)).loss
         engine.backward(loss)
         engine.step()
         return len(chunk), sum(map(feature_length, chunk))
 
-    return timed(step, s, device)
+    return step
+
+
+def emorec_train(engine, features: list[Feature], s: Settings, budget: int, pad_id: int, prefix: int,
+                 device: torch.device) -> dict:
+    return timed(packed_step(engine, features, s, budget, pad_id, prefix, device), s, device)
 
 
 def parse_generated(generated: list[int], answers: list[list[int]]) -> int:
@@ -263,15 +270,157 @@ def _peft(base, method: str, s: Settings):
 def _release(peft) -> None:
     if num_prefix_tokens(peft) == 0:
         peft.unload()
+    _free()
+
+
+def _free() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
+def isolation_check(packed: PackedCausalLM, features: list[Feature], pad_id: int, device: torch.device) -> dict:
+    """Packed logits at the answer positions against each sample run alone through peft under SDPA.
+    A packed mask that let samples see each other would show as an O(1) relative error from the second sample on."""
+    from .fast_scoring import padded_attention
+
+    peft = packed.peft
+    base = peft.get_base_model()
+    prefix = num_prefix_tokens(peft)
+    flex = base.config._attn_implementation == "flex_attention"
+    chunk = features[:6]
+    packed.eval()
+    with torch.no_grad():
+        got = packed(**_to(collate_packed(chunk, pad_id, prefix, dense_mask=not flex), device)).logits.float()
+        refs = []
+        with padded_attention(base):
+            for f in chunk:
+                logits = peft(input_ids=torch.tensor([f.prompt_ids + f.answer_ids], device=device)).logits[0]
+                start = len(f.prompt_ids) - 1
+                refs.append(logits[start : start + len(f.answer_ids)].float())
+    ref = torch.cat(refs)
+    rel = float((got - ref).norm() / ref.norm())
+    agree = float((got.argmax(-1) == ref.argmax(-1)).float().mean())
+    tolerance = 0.05 if ref.dtype != got.dtype or device.type == "cuda" else 1e-4
+    return {"packed_attention": "flex" if flex else "dense mask", "samples": len(chunk), "rel_error": rel,
+            "argmax_agreement": agree, "tolerance": tolerance, "ok": rel <= tolerance}
+
+
+def profile_steps(step: Callable[[int], tuple[int, int]], first: int, n: int, device: torch.device) -> dict:
+    """torch.profiler over `n` steps: device busy time against wall time, and the kernels that take it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    _sync(device)
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for k in range(first, first + n):
+            step(k)
+        _sync(device)
+        wall = time.perf_counter() - start
+    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
+    if device.type == "cuda":
+        events = [e for e in events if str(getattr(e, "device_type", "")).endswith("CUDA")]
+    busy_us = sum(getattr(e, attr) for e in events)
+    groups: dict[str, float] = {}
+    for e in events:
+        groups[_kernel_group(e.key)] = groups.get(_kernel_group(e.key), 0.0) + getattr(e, attr) / 1e6
+    top = sorted(events, key=lambda e: -getattr(e, attr))[:12]
+    return {
+        "steps": n, "wall_s": wall, "busy_s": busy_us / 1e6, "busy_fraction": busy_us / 1e6 / wall if wall else None,
+        "groups_s": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+        "top": [{"name": e.key[:120], "seconds": getattr(e, attr) / 1e6, "calls": e.count} for e in top],
+    }
+
+
+def _kernel_group(name: str) -> str:
+    low = name.lower()
+    if "flex" in low or "triton_tem" in low or "attention" in low or "fmha" in low or "flash" in low:
+        return "attention"
+    if any(k in low for k in ("gemm", "nvjet", "cutlass", "xmma", "matmul", "aten::mm", "aten::addmm", "aten::bmm")):
+        return "matmul"
+    if "triton" in low:
+        return "fused (inductor)"
+    if "memcpy" in low or "memset" in low:
+        return "copies"
+    return "other kernels"
+
+
+def compile_layers(base, mode: str | None) -> None:
+    """mode "layers": torch.compile each decoder layer (LoRA: no per-layer state in the graph). "mlp": only the MLP
+    and norms, since a layer that writes its index into the P-Tuning prefix cache would compile once per layer.
+    None: back to eager."""
+    for layer in base.get_decoder().layers:
+        parts = dict(layer.named_children())
+        for module in (layer, *parts.values()):
+            module._compiled_call_impl = None
+        if mode == "layers":
+            layer.compile(dynamic=False)
+        elif mode == "mlp":
+            for name, child in parts.items():
+                if name == "mlp" or name.endswith("layernorm"):
+                    child.compile(dynamic=False)
+
+
+class Recorder:
+    """Rows, checks, profiles and errors; the JSON is rewritten after each, so a killed run keeps what it measured."""
+
+    def __init__(self, header: dict, out: str | None, gpu: bool, n_params: int, peak: float):
+        self.result = {**header, "rows": [], "checks": [], "profiles": [], "errors": []}
+        self.out, self.gpu, self.n_params, self.peak = out, gpu, n_params, peak
+        self.started = time.perf_counter()
+        print(format_head(self.result), flush=True)
+
+    def row(self, task: str, method: str, system: str, budget: int | None, result: dict) -> None:
+        flops = (4 if task == "train" else 2) * self.n_params * result["tokens_per_s"]
+        row = {"task": task, "method": method, "system": system, "budget": budget, **result,
+               "mfu_measured": flops / self.peak, "mfu_989": flops / (H100_BF16_TFLOPS * 1e12) if self.gpu else None}
+        ref = next((r for r in self.result["rows"] if r["system"] == "baseline" and r["task"] == task
+                    and r["method"] == method), None)
+        if system == "baseline":
+            ref = row
+        row["vs_baseline"] = row["samples_per_s"] / ref["samples_per_s"] if ref else None
+        self.result["rows"].append(row)
+        print(format_row(row), flush=True)
+        self.save()
+
+    def add(self, kind: str, item: dict) -> None:
+        self.result[kind].append(item)
+        print(f"[{kind[:-1]}] " + json.dumps(item)[:1500], flush=True)
+        self.save()
+
+    def attempt(self, where: str, fn: Callable[[], object]):
+        """Run one part; an exception (an OOM too) is recorded with its place and the run goes on."""
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - every failure is reported, and the other parts still run
+            import traceback
+
+            self.add("errors", {"where": where, "error": f"{type(e).__name__}: {e}"[:1000],
+                                "traceback": traceback.format_exc()[-3000:]})
+            _free()
+            return None
+
+    def save(self) -> None:
+        self.result["wall_seconds"] = time.perf_counter() - self.started
+        if self.out:
+            os.makedirs(os.path.dirname(os.path.abspath(self.out)), exist_ok=True)
+            with open(self.out, "w", encoding="utf-8") as f:
+                json.dump(self.result, f, indent=2)
+
+
+def _train_cfg(s: Settings, extra_steps: int) -> RunConfig:
+    return RunConfig.model_validate({
+        "data": {"dataset": "custom", "path": "."},
+        "train": {"micro_batch_size": 1, "grad_accum": 1, "lr": 1e-5,
+                  "max_steps": s.warmup + s.rounds * s.steps + extra_steps + 2},
+    })
+
+
 def run_bench(args: argparse.Namespace) -> dict:
     from .engine import create_engine, setup_distributed
 
-    started = time.perf_counter()
     s = settings(args)
     device = torch.device("cuda" if s.gpu else "cpu")
     if not s.gpu:
@@ -281,90 +430,134 @@ def run_bench(args: argparse.Namespace) -> dict:
     n_params = sum(p.numel() for p in base.parameters())
     dtype = next(base.parameters()).dtype
     peak = matmul_peak_flops(device, dtype)
-    n_features = (s.warmup + s.rounds * s.steps) * max(1, s.budget // s.prompt_mean)
+    n_features = (s.warmup + s.rounds * s.steps + args.profile) * max(1, max(s.budgets) // s.prompt_mean)
     features, answers = synthetic_data(s, base.config.vocab_size, eos, n_features)
     prompts = [f.prompt_ids for f in features]
     methods = ["lora", "ptuning"] if args.method == "both" else [args.method]
-    rows: list[dict] = []
-
-    def add(task: str, method: str, system: str, result: dict) -> None:
-        flops = (4 if task == "train" else 2) * n_params * result["tokens_per_s"]
-        rows.append({"task": task, "method": method, "system": system, **result, "mfu_measured": flops / peak,
-                     "mfu_989": flops / (H100_BF16_TFLOPS * 1e12) if s.gpu else None})
-
-    for method in methods:
-        peft = _peft(base, method, s)
-        add("train", method, "baseline", baseline_train(peft, features, s, pad_id, device))
-        if not args.no_eval:
-            add("eval", method, "baseline", baseline_eval(peft, prompts, answers, s, pad_id, device))
-        _release(peft)
-    if s.gpu:
-        base.set_attn_implementation("flex_attention")
-    if s.compile:
-        for layer in base.get_decoder().layers:
-            layer.compile()
-    for method in methods:
-        peft = _peft(base, method, s)
-        cfg = RunConfig.model_validate({
-            "data": {"dataset": "custom", "path": "."},
-            "train": {"micro_batch_size": 1, "grad_accum": 1, "lr": 1e-5,
-                      "max_steps": s.warmup + s.rounds * s.steps + 2},
-        })
-        engine, _ = create_engine(PackedCausalLM(peft), cfg, dist)
-        add("train", method, "emorec", emorec_train(engine, features, s, pad_id, num_prefix_tokens(peft), device))
-        if not args.no_eval:
-            add("eval", method, "emorec", emorec_eval(engine, prompts, answers, s, pad_id, device))
-        del engine
-        _release(peft)
-
-    for row in rows:
-        ref = next((r for r in rows if r["system"] == "baseline" and r["task"] == row["task"]
-                    and r["method"] == row["method"]), None)
-        row["vs_baseline"] = row["samples_per_s"] / ref["samples_per_s"] if ref else None
-    return {
+    rec = Recorder({
         "device": torch.cuda.get_device_name() if s.gpu else "cpu",
         "model": "GLM-4-9B shape (GlmConfig defaults), random, bf16" if s.gpu else "tiny-glm, fp32",
         "base_params": n_params,
         "matmul_peak_tflops": peak / 1e12,
         "flops_per_token": "train 4N per real token, eval 2N per prompt token",
+        "versions": {"torch": torch.__version__, **_versions()},
         "settings": {k: getattr(s, k) for k in s.__dataclass_fields__},
         "lengths": {"mean_tokens": sum(map(feature_length, features)) / len(features), "n_features": len(features)},
-        "rows": rows,
-        "wall_seconds": time.perf_counter() - started,
-    }
+    }, args.out, s.gpu, n_params, peak)
+
+    for method in methods:
+        peft = _peft(base, method, s)
+        rec.attempt(f"baseline train {method}", lambda: rec.row(
+            "train", method, "baseline", None, baseline_train(peft, features, s, pad_id, device)))
+        if not args.no_eval:
+            rec.attempt(f"baseline eval {method}", lambda: rec.row(
+                "eval", method, "baseline", None, baseline_eval(peft, prompts, answers, s, pad_id, device)))
+        _release(peft)
+    if s.gpu:
+        base.set_attn_implementation("flex_attention")
+
+    def emorec_side(method: str, system: str, budgets: tuple[int, ...], evaluate: bool) -> None:
+        peft = _peft(base, method, s)
+        prefix = num_prefix_tokens(peft)
+        engine, _ = create_engine(PackedCausalLM(peft), _train_cfg(s, args.profile), dist)
+        if system == "emorec":
+            rec.attempt(f"isolation {method}", lambda: rec.add(
+                "checks", {"method": method, **isolation_check(engine.module, features, pad_id, device)}))
+        for budget in budgets:
+            rec.attempt(f"{system} train {method} budget {budget}", lambda: rec.row(
+                "train", method, system, budget, emorec_train(engine, features, s, budget, pad_id, prefix, device)))
+        if args.profile and method == methods[0]:
+            rec.attempt(f"profile {system} {method}", lambda: rec.add("profiles", {
+                "system": system, "method": method, "budget": budgets[0],
+                **profile_steps(packed_step(engine, features, s, budgets[0], pad_id, prefix, device),
+                                s.warmup + s.rounds * s.steps, args.profile, device)}))
+        if evaluate:
+            rec.attempt(f"{system} eval {method}", lambda: rec.row(
+                "eval", method, system, None, emorec_eval(engine, prompts, answers, s, pad_id, device)))
+        _release(peft)
+
+    def compiled(method: str) -> None:
+        rec.attempt(f"compile {method}", lambda: compile_layers(base, "layers" if method == "lora" else "mlp"))
+        rec.attempt(f"emorec+compile {method}", lambda: emorec_side(method, "emorec+compile", s.budgets, False))
+        compile_layers(base, None)
+        _free()
+
+    # Compiled LoRA, the headline figure, runs first, so that a run cut short by a time limit still has it.
+    if s.compile and "lora" in methods:
+        compiled("lora")
+    for method in methods:
+        eager_budgets = s.budgets[:1] if s.compile else s.budgets
+        rec.attempt(f"emorec {method}", lambda: emorec_side(method, "emorec", eager_budgets, not args.no_eval))
+        _free()
+    if s.compile and "ptuning" in methods:
+        compiled("ptuning")
+    rec.save()
+    return rec.result
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("transformers", "peft", "deepspeed"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+_HEAD = (f"{'task':5} {'method':8} {'system':15} {'budget':>6} {'samples/s':>10} {'tokens/s':>10} "
+         f"{'MFU meas':>9} {'MFU 989':>8} {'peak GB':>8} {'x base':>7}")
+
+
+def format_head(result: dict) -> str:
+    return (f"{result['device']}: {result['model']}, N={result['base_params']:,}, matmul peak "
+            f"{result['matmul_peak_tflops']:.3g} TFLOP/s, {result['flops_per_token']}\n{_HEAD}")
+
+
+def format_row(r: dict) -> str:
+    mfu989 = f"{100 * r['mfu_989']:7.1f}%" if r["mfu_989"] is not None else f"{'-':>8}"
+    ratio = f"{r['vs_baseline']:6.2f}x" if r["vs_baseline"] is not None else "-"
+    budget = r["budget"] if r["budget"] is not None else "-"
+    return (f"{r['task']:5} {r['method']:8} {r['system']:15} {budget:>6} {r['samples_per_s']:10.1f} "
+            f"{r['tokens_per_s']:10.0f} {100 * r['mfu_measured']:8.2f}% {mfu989} {r['peak_mem_gb']:8.2f} {ratio:>7}")
 
 
 def format_table(result: dict) -> str:
-    head = f"{'task':5} {'method':8} {'system':8} {'samples/s':>10} {'tokens/s':>10} {'MFU meas':>9} " \
-           f"{'MFU 989':>8} {'peak GB':>8} {'x base':>7}"
-    lines = [f"{result['device']}: {result['model']}, N={result['base_params']:,}, "
-             f"matmul peak {result['matmul_peak_tflops']:.3g} TFLOP/s, {result['flops_per_token']}", head]
-    for r in result["rows"]:
-        mfu989 = f"{100 * r['mfu_989']:7.1f}%" if r["mfu_989"] is not None else f"{'-':>8}"
-        ratio = f"{r['vs_baseline']:6.2f}x"
-        lines.append(f"{r['task']:5} {r['method']:8} {r['system']:8} {r['samples_per_s']:10.1f} "
-                     f"{r['tokens_per_s']:10.0f} {100 * r['mfu_measured']:8.2f}% {mfu989} "
-                     f"{r['peak_mem_gb']:8.2f} {ratio:>7}")
+    lines = [format_head(result)] + [format_row(r) for r in result["rows"]]
+    for c in result["checks"]:
+        lines.append(f"isolation {c['method']}: {c['packed_attention']} vs each sample alone, rel error "
+                     f"{c['rel_error']:.2e} (tolerance {c['tolerance']:.0e}), argmax agreement "
+                     f"{100 * c['argmax_agreement']:.0f}%: {'ok' if c['ok'] else 'FAILED'}")
+    for p in result["profiles"]:
+        groups = ", ".join(f"{k} {v:.3f}s" for k, v in p["groups_s"].items())
+        lines.append(f"profile {p['system']} {p['method']} ({p['steps']} steps): wall {p['wall_s']:.3f}s, busy "
+                     f"{p['busy_s']:.3f}s ({100 * (p['busy_fraction'] or 0):.0f}%): {groups}")
+    for e in result["errors"]:
+        lines.append(f"ERROR in {e['where']}: {e['error'][:300]}")
     return "\n".join(lines)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     result = run_bench(args)
-    print(format_table(result), flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
-    return 0
+    print("\n" + format_table(result), flush=True)
+    return 1 if result["errors"] or not all(c["ok"] for c in result["checks"]) else 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["lora", "ptuning", "both"], default="both")
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per round (default: 10 GPU, 8 CPU; CPU takes the best of 3 rounds)")
-    p.add_argument("--budget", type=int, default=None, help="tokens per packed row (default: 4096 GPU, 512 CPU)")
+    p.add_argument("--budget", type=int, nargs="+", default=None,
+                   help="tokens per packed row; several give a training row each (with --compile the eager rows take only "
+                        "the first; default: 4096 GPU, 512 CPU)")
     p.add_argument("--quick", action="store_true", help="fewer steps and eval batches")
-    p.add_argument("--compile", action="store_true", help="GPU: torch.compile each decoder layer on emorec's side")
+    p.add_argument("--compile", action="store_true",
+                   help="also time emorec's side with torch.compile on each decoder layer (train rows)")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="profile this many training steps of emorec's first method (kernel time by group)")
     p.add_argument("--no-eval", action="store_true", help="skip the label-scoring vs generate-and-parse rows")
     p.add_argument("--out", default="bench.json", help="where to write the JSON results")
 

@@ -55,7 +55,10 @@ def batching(cfg: RunConfig, features, dist, pad_id: int, num_prefix: int):
         order = PackedOrder([feature_length(f) for f in features], budget=cfg.train.pack_tokens,
                             world=dist.world, rank=dist.rank, seed=cfg.seed)
         dense = cfg.model.attn_implementation != "flex_attention"
-        return order, lambda idx: collate_packed([features[i] for i in idx], pad_id, num_prefix, dense_mask=dense)
+        # FlexAttention kernels compile once per shape, so flex rows are all padded to the budget.
+        fixed = None if dense else cfg.train.pack_tokens
+        return order, lambda idx: collate_packed([features[i] for i in idx], pad_id, num_prefix, pad_to=fixed,
+                                                 dense_mask=dense)
     order = MicroBatchOrder(len(features), world=dist.world, rank=dist.rank,
                             micro_batch=cfg.train.micro_batch_size, seed=cfg.seed)
     return order, lambda idx: collate([features[i] for i in idx], pad_id)
