@@ -10,6 +10,7 @@ from .config import RunConfig
 from .data.schema import DatasetSpec, Example
 from .engine import Dist
 from .metrics import score
+from . import packed_scoring
 from .fast_scoring import label_logprobs
 from .scoring import decide
 
@@ -21,6 +22,14 @@ def _shard(n: int, dist: Dist) -> list[int]:
     return mine + [mine[-1] if mine else 0] * (per_rank - len(mine))
 
 
+def _most_rows(prompts: list[list[int]], answers: list[list[int]], budget: int, dist: Dist, device) -> int:
+    """The most packed scoring rows any rank has: every rank runs that many forwards (ZeRO-3 gathers in step)."""
+    rows = torch.tensor(len(packed_scoring.plan_rows(prompts, answers, budget)), device=device)
+    if dist.world > 1:
+        torch.distributed.all_reduce(rows, op=torch.distributed.ReduceOp.MAX)
+    return int(rows)
+
+
 def evaluate(
     forward, spec: DatasetSpec, examples: list[Example], tokenizer, cfg: RunConfig, dist: Dist, device: torch.device,
     *, show_progress: bool = True,
@@ -28,10 +37,17 @@ def evaluate(
     prompts, answers = encode_examples(examples, spec, tokenizer, cfg.prompt)
     shard = _shard(len(examples), dist)
     bar = tqdm(total=len(shard) * len(answers), desc="eval", unit="pair", disable=not (show_progress and dist.is_main))
-    logprobs = label_logprobs(
-        forward, [prompts[i] for i in shard], list(answers.values()),
-        batch_size=cfg.eval.batch_size, pad_id=tokenizer.pad_token_id, device=device, progress=bar,
-    )
+    mine, labels = [prompts[i] for i in shard], list(answers.values())
+    if cfg.train.packing:
+        logprobs = packed_scoring.label_logprobs(
+            forward, mine, labels, budget=cfg.train.pack_tokens, pad_id=tokenizer.pad_token_id, device=device,
+            progress=bar, min_rows=_most_rows(mine, labels, cfg.train.pack_tokens, dist, device),
+        )
+    else:
+        logprobs = label_logprobs(
+            forward, mine, labels, batch_size=cfg.eval.batch_size, pad_id=tokenizer.pad_token_id, device=device,
+            progress=bar,
+        )
     bar.close()
     parts = [(shard, logprobs)]
     if dist.world > 1:

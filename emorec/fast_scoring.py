@@ -10,6 +10,7 @@ import torch
 from transformers import DynamicCache
 
 from .packing import cache_kwarg, num_prefix_tokens, unwrap
+from .prefix_attention import is_flex
 
 
 def distinct_first_tokens(answers: list[list[int]]) -> bool:
@@ -54,12 +55,12 @@ def label_logprobs(
 def padded_attention(base):
     """Padded prompt batches run under SDPA; a model set up for packed FlexAttention is switched back after."""
     current = base.config._attn_implementation
-    if current == "flex_attention":
+    if is_flex(base):
         base.set_attn_implementation("sdpa")
     try:
         yield
     finally:
-        if current == "flex_attention":
+        if current != base.config._attn_implementation:
             base.set_attn_implementation(current)
 
 

@@ -17,6 +17,7 @@ from peft import PeftModel, PeftType
 
 from .batches import IGNORE, Feature
 from .errors import ConfigError
+from .prefix_attention import is_flex, set_prefix, use_prefixed_attention
 
 
 def pack_groups(lengths: list[int], budget: int, granularity: int = 1) -> list[list[int]]:
@@ -85,9 +86,12 @@ def feature_length(f: Feature) -> int:
     return len(f.prompt_ids) + len(f.answer_ids)
 
 
-def block_causal_mask(seq_ids: torch.Tensor, num_prefix: int = 0) -> torch.Tensor:
-    """[B,1,T,P+T] bool, True = attend: the prefix columns, and earlier tokens of the same sample."""
+def block_causal_mask(seq_ids: torch.Tensor, num_prefix: int = 0, branch_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """[B,1,T,P+T] bool, True = attend: the prefix columns, and earlier tokens of the same sample.
+    With `branch_ids`, a token sees only branch 0 (the shared stem) and its own branch of its sample."""
     same = seq_ids[:, :, None] == seq_ids[:, None, :]
+    if branch_ids is not None:
+        same = same & ((branch_ids[:, None, :] == 0) | (branch_ids[:, :, None] == branch_ids[:, None, :]))
     causal = torch.ones(seq_ids.shape[1], seq_ids.shape[1], dtype=torch.bool, device=seq_ids.device).tril()
     prefix = torch.ones(*seq_ids.shape, num_prefix, dtype=torch.bool, device=seq_ids.device)
     return torch.cat([prefix, same & causal], dim=-1)[:, None]
@@ -145,13 +149,21 @@ def _cache_kwarg(cls: type) -> str:
     return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
-def flex_block_mask(seq_ids: torch.Tensor, num_prefix: int):
+def flex_block_mask(seq_ids: torch.Tensor, num_prefix: int, branch_ids: torch.Tensor | None = None):
     """The same mask as `block_causal_mask`, as a FlexAttention BlockMask (GPU path)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     def mask_mod(b, h, q, kv):
         k = (kv - num_prefix).clamp(min=0)
         return (kv < num_prefix) | ((seq_ids[b, q] == seq_ids[b, k]) & (k <= q))
+
+    if branch_ids is not None:
+        plain = mask_mod
+
+        def mask_mod(b, h, q, kv):
+            k = (kv - num_prefix).clamp(min=0)
+            return plain(b, h, q, kv) & ((kv < num_prefix) | (branch_ids[b, k] == 0)
+                                         | (branch_ids[b, k] == branch_ids[b, q]))
 
     batch, t = seq_ids.shape
     return create_block_mask(mask_mod, batch, None, t, t + num_prefix, device=seq_ids.device)
@@ -173,6 +185,7 @@ class PackedCausalLM(torch.nn.Module):
         labels: torch.Tensor | None = None,
         logit_positions: torch.Tensor | None = None,
         seq_ids: torch.Tensor | None = None,
+        branch_ids: torch.Tensor | None = None,
         **kwargs,
     ):
         if logit_positions is None:
@@ -180,21 +193,75 @@ class PackedCausalLM(torch.nn.Module):
                              labels=labels, **kwargs)
         base = self.peft.get_base_model() if isinstance(self.peft, PeftModel) else self.peft
         prefix = num_prefix_tokens(self.peft)
-        cache = self.peft.get_prompt(batch_size=input_ids.shape[0]) if prefix else None
-        if base.config._attn_implementation == "flex_attention":
-            attention_mask = flex_block_mask(seq_ids, prefix)
+        if is_flex(base):
+            if not _is_block_mask(attention_mask):
+                attention_mask = flex_block_mask(seq_ids, prefix, branch_ids)
         elif attention_mask is None:
-            attention_mask = block_causal_mask(seq_ids, prefix)
+            attention_mask = block_causal_mask(seq_ids, prefix, branch_ids)
         decoder = base.get_decoder()
-        hidden = decoder(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids + prefix,
-            use_cache=False, **{cache_kwarg(decoder): cache},
-        ).last_hidden_state
+        cache = None
+        # P-Tuning: the prefix goes to each attention module rather than through a cache (see prefix_attention).
+        prefixed = bool(prefix) and use_prefixed_attention(base)
+        if prefix:
+            prompt = self.peft.get_prompt(batch_size=input_ids.shape[0])
+            if prefixed:
+                set_prefix(decoder, prompt)
+            else:
+                cache = prompt
+        try:
+            hidden = decoder(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids + prefix,
+                use_cache=False, **{cache_kwarg(decoder): cache},
+            ).last_hidden_state
+        finally:
+            if prefixed:
+                set_prefix(decoder, None)
         logits = base.get_output_embeddings()(hidden.flatten(0, 1)[logit_positions]).float()
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits, labels.flatten()[logit_positions + 1])
         return PackedOutput(loss=loss, logits=logits)
+
+
+def _is_block_mask(mask) -> bool:
+    from torch.nn.attention.flex_attention import BlockMask
+
+    return isinstance(mask, BlockMask)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, model: torch.nn.Module) -> dict:
+    """Copy a batch to the device without blocking the host (pinned memory), and for a packed batch under
+    FlexAttention build its BlockMask there, so both can run ahead while the device works on the previous step."""
+    if device.type == "cuda":
+        batch = {k: v.pin_memory() for k, v in batch.items()}
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    base = unwrap(model)
+    base = base.get_base_model() if isinstance(base, PeftModel) else base
+    if "seq_ids" in batch and is_flex(base):
+        batch["attention_mask"] = flex_block_mask(batch["seq_ids"], num_prefix_tokens(unwrap(model)),
+                                                  batch.get("branch_ids"))
+    return batch
+
+
+class Prefetcher:
+    """Micro-batch k+1 built and on its way to the device while the device still runs micro-batch k:
+    call `get(k)` for the batch to run, and `prefetch(k + 1)` once its backward is queued."""
+
+    def __init__(self, make_batch, order, device: torch.device, model: torch.nn.Module):
+        self.make_batch, self.order, self.device, self.model = make_batch, order, device, model
+        self._ready: tuple[int, dict, dict] | None = None
+
+    def prefetch(self, k: int) -> None:
+        host = self.make_batch(self.order.indices(k))
+        self._ready = (k, host, to_device(host, self.device, self.model))
+
+    def get(self, k: int) -> tuple[dict, dict]:
+        """(the batch as built on the host, the same on the device)"""
+        if self._ready is None or self._ready[0] != k:
+            self.prefetch(k)
+        _, host, on_device = self._ready
+        self._ready = None
+        return host, on_device
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

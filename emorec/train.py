@@ -25,7 +25,7 @@ from .evaluate import evaluate
 from .errors import DataError
 from .export import export_adapter
 from .models import check_model, load_model
-from .packing import PackedCausalLM, PackedOrder, collate_packed, feature_length, num_prefix_tokens
+from .packing import PackedCausalLM, PackedOrder, Prefetcher, collate_packed, feature_length, num_prefix_tokens
 from .redact import redacted_config
 from .report import write_tensorboard
 from .scaling import Throughput, batch_counts, model_facts
@@ -110,6 +110,7 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
             log.info("resumed from %s at step %d", tag, state["step"])
 
     ga, device = cfg.train.grad_accum, engine.device
+    batches = Prefetcher(make_batch, order, device, engine.module)
     step = state["step"]
     bar = tqdm(total=cfg.train.max_steps, initial=step, desc=f"train {cfg.name}", unit="step",
                disable=not (show_progress and dist.is_main))
@@ -120,11 +121,14 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
         total = torch.zeros((), dtype=torch.float64)
         samples = tokens = 0
         for micro in range(ga):
-            batch = make_batch(order.indices(step * ga + micro))
+            k = step * ga + micro
+            batch, on_device = batches.get(k)
             n_samples, n_tokens = batch_counts(batch)
             samples, tokens = samples + n_samples, tokens + n_tokens
-            loss = engine(**{k: v.to(device) for k, v in batch.items()}).loss
+            loss = engine(**on_device).loss
             engine.backward(loss)
+            if k + 1 < cfg.train.max_steps * ga:
+                batches.prefetch(k + 1)
             engine.step()
             total += loss.detach().double().cpu()
         if dist.world > 1:

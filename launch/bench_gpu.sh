@@ -29,4 +29,7 @@ for p in result["profiles"]:
     print(f"\ntop kernels, {p['system']} {p['method']} ({p['steps']} steps, wall {p['wall_s']:.3f}s):")
     for k in p["top"]:
         print(f"  {k['seconds']:8.4f}s {k['calls']:6d}  {k['name'][:100]}")
+    print("  host side, self time:")
+    for k in p.get("host_top", [])[:8]:
+        print(f"  {k['seconds']:8.4f}s {k['calls']:6d}  {k['name'][:100]}")
 PY
