@@ -124,17 +124,19 @@ def _peak_gb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def timed(step: Callable[[int], tuple[int, int]], s: Settings, device: torch.device) -> dict:
-    """Warmup, then `rounds` rounds of `steps` steps; the fastest round counts (CPU timings are noisy).
-    step(k) does the work and returns (samples, real tokens)."""
+def timed(step: Callable[[int], tuple[int, int]], s: Settings, device: torch.device,
+          rounds: list[range] | None = None) -> dict:
+    """Warmup, then `rounds` rounds of `steps` steps (or the given ranges of k); the fastest round counts (CPU
+    timings are noisy). step(k) does the work and returns (samples, real tokens)."""
     _reset_peak(device)
     for k in range(s.warmup):
         step(k)
     best: dict = {}
-    for r in range(s.rounds):
+    rounds = rounds or [range(s.warmup + r * s.steps, s.warmup + (r + 1) * s.steps) for r in range(s.rounds)]
+    for ks in rounds:
         _sync(device)
         start, samples, tokens = time.perf_counter(), 0, 0
-        for k in range(s.warmup + r * s.steps, s.warmup + (r + 1) * s.steps):
+        for k in ks:
             n, t = step(k)
             samples, tokens = samples + n, tokens + t
         _sync(device)
@@ -198,12 +200,16 @@ def packed_step(engine, features: list[Feature], s: Settings, budget: int, pad_i
         chunk = order.indices(k)
         return len(chunk), sum(feature_length(features[i]) for i in chunk)
 
-    return step
+    return step, order
 
 
 def emorec_train(engine, features: list[Feature], s: Settings, budget: int, pad_id: int, prefix: int,
                  device: torch.device) -> dict:
-    return timed(packed_step(engine, features, s, budget, pad_id, prefix, device), s, device)
+    """Each timed round is one whole epoch of packed rows: first-fit decreasing fills rows unevenly (long samples
+    first), so a few rows would not have the data's mean length, and samples/s would depend on which rows ran."""
+    step, order = packed_step(engine, features, s, budget, pad_id, prefix, device)
+    epochs = [range(order.epoch_start(e), order.epoch_start(e + 1)) for e in range(1, s.rounds + 1)]
+    return timed(step, s, device, epochs)
 
 
 def parse_generated(generated: list[int], answers: list[list[int]]) -> int:
@@ -494,11 +500,14 @@ def run_bench(args: argparse.Namespace) -> dict:
         for budget in budgets:
             rec.attempt(f"{system} train {method} budget {budget}", lambda: rec.row(
                 "train", method, system, budget, emorec_train(engine, features, s, budget, pad_id, prefix, device)))
-        if args.profile and method == methods[0]:
-            rec.attempt(f"profile {system} {method}", lambda: rec.add("profiles", {
-                "system": system, "method": method, "budget": budgets[0],
-                **profile_steps(packed_step(engine, features, s, budgets[0], pad_id, prefix, device),
-                                s.warmup + s.rounds * s.steps, args.profile, device)}))
+        if args.profile:
+            def profile() -> dict:
+                step, order = packed_step(engine, features, s, budgets[-1], pad_id, prefix, device)
+                first = order.epoch_start(s.rounds + 1)
+                return {"system": system, "method": method, "budget": budgets[-1],
+                        **profile_steps(step, first, args.profile, device)}
+
+            rec.attempt(f"profile {system} {method}", lambda: rec.add("profiles", profile()))
         if evaluate:
             rec.attempt(f"{system} eval {method}", lambda: rec.row(
                 "eval", method, system, max(budgets), emorec_eval(engine, prompts, answers, s, max(budgets), pad_id,
@@ -515,7 +524,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     # Compiled LoRA, the headline figure, runs first, so that a run cut short by a time limit still has it.
     if s.compile and "lora" in methods:
         compiled("lora")
-    for method in methods:
+    for method in methods if not (s.compile and args.compiled_only) else []:
         eager_budgets = s.budgets[:1] if s.compile else s.budgets
         rec.attempt(f"emorec {method}", lambda: emorec_side(method, "emorec", eager_budgets, not args.no_eval))
         _free()
@@ -587,8 +596,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="fewer steps and eval batches")
     p.add_argument("--compile", action="store_true",
                    help="also time emorec's side with torch.compile on each decoder layer (train rows)")
+    p.add_argument("--compiled-only", action="store_true", help="with --compile, skip the eager emorec rows")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                   help="profile this many training steps of emorec's first method (kernel time by group)")
+                   help="profile this many training steps of each emorec row set, at its largest budget "
+                        "(device time by kernel group, top kernels, host-side calls)")
     p.add_argument("--no-eval", action="store_true", help="skip the label-scoring vs generate-and-parse rows")
     p.add_argument("--out", default="bench.json", help="where to write the JSON results")
 
