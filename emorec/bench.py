@@ -25,6 +25,7 @@ import torch
 from .batches import IGNORE, Feature, collate
 from .config import MethodConfig, RunConfig
 from .packing import PackedCausalLM, PackedOrder, Prefetcher, collate_packed, feature_length, num_prefix_tokens
+from .models import compile_decoder_layers
 from .prefix_attention import is_flex
 
 H100_BF16_TFLOPS = 989.0
@@ -256,7 +257,7 @@ def baseline_eval(model, prompts: list[list[int]], answers: list[list[int]], s: 
 
 
 def emorec_eval(engine, prompts: list[list[int]], answers: list[list[int]], s: Settings, budget: int, pad_id: int,
-                device: torch.device) -> dict:
+                device: torch.device, fixed_rows: bool = False) -> dict:
     """emorec's label scoring through the engine, one call per round as `evaluate` makes one per split: packed
     rows of prompts, each followed by a branch per label, every label scored in one forward."""
     from .packed_scoring import label_logprobs
@@ -266,7 +267,8 @@ def emorec_eval(engine, prompts: list[list[int]], answers: list[list[int]], s: S
 
     def step(k: int) -> tuple[int, int]:
         chunk = [prompts[(k * n + i) % len(prompts)] for i in range(n)]
-        label_logprobs(engine, chunk, answers, budget=budget, pad_id=pad_id, device=device).argmax(1)
+        label_logprobs(engine, chunk, answers, budget=budget, pad_id=pad_id, device=device,
+                       fixed_rows=fixed_rows).argmax(1)
         return n, sum(map(len, chunk))
 
     return timed(step, replace(s, steps=1, warmup=1), device)
@@ -385,18 +387,6 @@ def _kernel_group(name: str) -> str:
     return "other kernels"
 
 
-def compile_layers(base, on: bool) -> None:
-    """torch.compile each decoder layer (one graph for all: no per-layer state reaches it; P-Tuning's prefix is
-    handed to the attention modules, see prefix_attention), or back to eager. Graphs differ only by budget, by
-    grad mode and for the first layer (its input needs no grad); the cache is cleared between methods, so those
-    stay well under dynamo's recompile limit."""
-    torch._dynamo.reset()
-    for layer in base.get_decoder().layers:
-        layer._compiled_call_impl = None
-        if on:
-            layer.compile(dynamic=False)
-
-
 class Recorder:
     """Rows, checks, profiles and errors; the JSON is rewritten after each, so a killed run keeps what it measured."""
 
@@ -511,14 +501,14 @@ def run_bench(args: argparse.Namespace) -> dict:
         if evaluate:
             rec.attempt(f"{system} eval {method}", lambda: rec.row(
                 "eval", method, system, max(budgets), emorec_eval(engine, prompts, answers, s, max(budgets), pad_id,
-                                                                  device)))
+                                                                  device, fixed_rows=system != "emorec")))
         _release(peft)
 
     def compiled(method: str) -> None:
-        rec.attempt(f"compile {method}", lambda: compile_layers(base, True))
+        rec.attempt(f"compile {method}", lambda: compile_decoder_layers(base, True))
         rec.attempt(f"emorec+compile {method}",
                     lambda: emorec_side(method, "emorec+compile", s.budgets, not args.no_eval))
-        compile_layers(base, False)
+        compile_decoder_layers(base, False)
         _free()
 
     # Compiled LoRA, the headline figure, runs first, so that a run cut short by a time limit still has it.
@@ -589,7 +579,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["lora", "ptuning", "both"], default="both")
     p.add_argument("--steps", type=int, default=None,
-                   help="timed steps per round (default: 10 GPU, 8 CPU; CPU takes the best of 3 rounds)")
+                   help="baseline steps per round, and the data size: emorec's rounds are whole epochs over the "
+                        "same data (default: 10 GPU, 8 CPU; CPU takes the best of 3 rounds)")
     p.add_argument("--budget", type=int, nargs="+", default=None,
                    help="tokens per packed row; several give a training row each (with --compile the eager rows take only "
                         "the first; default: 4096 GPU, 512 CPU)")

@@ -76,7 +76,15 @@ class TrainConfig(Strict):
     log_every: int = Field(default=10, ge=1)
     packing: bool = Field(default=False, description="pack samples into rows of pack_tokens, isolated per sample")
     pack_tokens: int = Field(default=4096, ge=64, description="token budget of one packed row")
+    compile: bool = Field(default=False, description="torch.compile each decoder layer (needs packing)")
     stop_after: int | None = Field(default=None, ge=1, description="end the process after this step (tests a crash)")
+
+    @model_validator(mode="after")
+    def _compile_needs_packing(self) -> "TrainConfig":
+        if self.compile and not self.packing:
+            raise ValueError("train.compile needs train.packing: true (compiled layers are built for one row "
+                             "length, pack_tokens)")
+        return self
 
 
 class EvalConfig(Strict):

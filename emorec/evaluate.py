@@ -42,6 +42,7 @@ def evaluate(
         logprobs = packed_scoring.label_logprobs(
             forward, mine, labels, budget=cfg.train.pack_tokens, pad_id=tokenizer.pad_token_id, device=device,
             progress=bar, min_rows=_most_rows(mine, labels, cfg.train.pack_tokens, dist, device),
+            fixed_rows=cfg.train.compile,
         )
     else:
         logprobs = label_logprobs(

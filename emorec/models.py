@@ -81,6 +81,17 @@ def tiny_glm(vocab_size: int) -> torch.nn.Module:
     return model
 
 
+def compile_decoder_layers(model: torch.nn.Module, on: bool = True) -> None:
+    """torch.compile each decoder layer of a transformers model, or back to eager. One graph serves every layer:
+    no per-layer state reaches it (P-Tuning's prefix is handed to the attention modules, see prefix_attention).
+    Graphs differ by row length, by grad mode and for the first layer (its input needs no grad)."""
+    torch._dynamo.reset()
+    for layer in model.get_decoder().layers:
+        layer._compiled_call_impl = None
+        if on:
+            layer.compile(dynamic=False)
+
+
 def detect_family(cfg: ModelConfig) -> str:
     if cfg.family != "auto":
         return cfg.family

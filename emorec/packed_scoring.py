@@ -90,11 +90,13 @@ def label_logprobs(
     device: torch.device,
     progress=None,
     min_rows: int = 0,
+    fixed_rows: bool = False,
 ) -> torch.Tensor:
     """log p(answer_j | prompt_i) summed over the answer tokens, as an [n_prompts, n_labels] tensor.
 
     `forward` is a DeepSpeed engine, a PackedCausalLM, a peft model or a transformers model. Rows hold up to
-    `budget` tokens; under FlexAttention every row is padded to `budget`, so its kernels compile once. `min_rows`
+    `budget` tokens; under FlexAttention or with `fixed_rows` (compiled layers) every row is padded to `budget`, so
+    kernels compile once. `min_rows`
     runs extra empty rows, so that ZeRO-3 ranks run the same number of forwards.
     """
     from .packing import num_prefix_tokens, to_device
@@ -112,7 +114,7 @@ def label_logprobs(
     try:
         for members in rows:
             segments = [segment(prompts[i], answers) for i in members] or [Segment([pad_id], [0], [0], [])]
-            batch, picks = collate_scoring(segments, pad_id, prefix, pad_to=budget if flex else None,
+            batch, picks = collate_scoring(segments, pad_id, prefix, pad_to=budget if flex or fixed_rows else None,
                                            dense_mask=not flex)
             logits = packed(**to_device(batch, device, model)).logits
             if not len(picks):

@@ -24,7 +24,7 @@ from .engine import SINGLE, create_engine, fill_ds_config, read_ds_config, setup
 from .evaluate import evaluate
 from .errors import DataError
 from .export import export_adapter
-from .models import check_model, load_model
+from .models import check_model, compile_decoder_layers, load_model
 from .packing import PackedCausalLM, PackedOrder, Prefetcher, collate_packed, feature_length, num_prefix_tokens
 from .redact import redacted_config
 from .report import write_tensorboard
@@ -55,8 +55,8 @@ def batching(cfg: RunConfig, features, dist, pad_id: int, num_prefix: int):
         order = PackedOrder([feature_length(f) for f in features], budget=cfg.train.pack_tokens,
                             world=dist.world, rank=dist.rank, seed=cfg.seed)
         dense = cfg.model.attn_implementation != "flex_attention"
-        # FlexAttention kernels compile once per shape, so flex rows are all padded to the budget.
-        fixed = None if dense else cfg.train.pack_tokens
+        # Compiled kernels (FlexAttention's too) are built once per shape, so such rows are padded to the budget.
+        fixed = cfg.train.pack_tokens if cfg.train.compile or not dense else None
         return order, lambda idx: collate_packed([features[i] for i in idx], pad_id, num_prefix, pad_to=fixed,
                                                  dense_mask=dense)
     order = MicroBatchOrder(len(features), world=dist.world, rank=dist.rank,
@@ -86,6 +86,8 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
 
     loaded = load_model(cfg.model)
     model = apply_adapter(loaded.model, cfg.method, loaded.family, loaded.name, cfg.seed)
+    if cfg.train.compile:
+        compile_decoder_layers(loaded.model)
     tokenizer = loaded.tokenizer
     features = training_features(train_examples, ds.spec, tokenizer, cfg.prompt)
     order, make_batch = batching(cfg, features, dist, tokenizer.pad_token_id, num_prefix_tokens(model))

@@ -88,3 +88,10 @@ def test_unknown_sweep_key_lists_sweep_keys():
     with pytest.raises(ConfigError) as e:
         load_sweep(str(REPO / "configs" / "quickstart.yaml"), ["max_concurrency=3"])
     assert "max_concurrent" in str(e.value) and "datasets" in str(e.value)
+
+
+def test_compile_needs_packing():
+    base = ["data.dataset=meld", "data.path=x", "train.compile=true"]
+    with pytest.raises(ConfigError, match="train.compile needs train.packing: true"):
+        load_config(None, base)
+    assert load_config(None, base + ["train.packing=true"]).train.compile
