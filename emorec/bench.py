@@ -10,7 +10,6 @@ N = the base model's parameters. Peak memory on CPU is the process's peak RSS so
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import logging
@@ -25,7 +24,9 @@ import torch
 from .batches import IGNORE, Feature, collate
 from .config import MethodConfig, RunConfig
 from .packing import PackedCausalLM, PackedOrder, Prefetcher, collate_packed, feature_length, num_prefix_tokens
+from .isolation_check import isolation_check
 from .models import compile_decoder_layers
+from .profiling import profile_steps
 from .prefix_attention import is_flex
 
 H100_BF16_TFLOPS = 989.0
@@ -291,100 +292,6 @@ def _free() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-def isolation_check(packed: PackedCausalLM, features: list[Feature], pad_id: int, device: torch.device) -> dict:
-    """Is each packed sample isolated from the others, and does the packed path compute what peft computes?
-
-    leak: the row is run again with the first sample's prompt replaced; the other samples' logits must not move.
-    rel_error: packed logits at the answer positions against each sample run alone through peft under SDPA, next
-    to the noise floor of two standard kernels (SDPA against eager attention, each sample alone)."""
-    peft = packed.peft
-    base = peft.get_base_model()
-    prefix = num_prefix_tokens(peft)
-    flex = is_flex(base)
-    chunk = features[:6]
-    g = torch.Generator().manual_seed(1)
-    other = replace(chunk[0], prompt_ids=torch.randint(2, base.config.vocab_size, (len(chunk[0].prompt_ids),),
-                                                        generator=g).tolist())
-    packed.eval()
-    with torch.no_grad():
-        def run_packed(rows: list[Feature]) -> torch.Tensor:
-            return packed(**_to(collate_packed(rows, pad_id, prefix, dense_mask=not flex), device)).logits.float()
-
-        def run_alone(impl: str) -> torch.Tensor:
-            with attention(base, impl):
-                parts = []
-                for f in chunk:
-                    logits = peft(input_ids=torch.tensor([f.prompt_ids + f.answer_ids], device=device)).logits[0]
-                    start = len(f.prompt_ids) - 1
-                    parts.append(logits[start : start + len(f.answer_ids)].float())
-            return torch.cat(parts)
-
-        got, swapped = run_packed(chunk), run_packed([other] + chunk[1:])
-        sdpa, eager = run_alone("sdpa"), run_alone("eager")
-    rest = len(chunk[0].answer_ids)
-    leak = float((swapped[rest:] - got[rest:]).abs().max() / got[rest:].abs().max())
-    rel = float((got - sdpa).norm() / sdpa.norm())
-    floor = float((eager - sdpa).norm() / sdpa.norm())
-    agree = float((got.argmax(-1) == sdpa.argmax(-1)).float().mean())
-    tolerance = max(1e-4, 2 * floor)
-    return {"packed_attention": "flex" if flex else "dense mask", "samples": len(chunk), "leak": leak,
-            "rel_error": rel, "noise_floor": floor, "argmax_agreement": agree, "tolerance": tolerance,
-            "ok": leak <= 1e-3 and rel <= tolerance}
-
-
-@contextlib.contextmanager
-def attention(base, impl: str):
-    current = base.config._attn_implementation
-    base.set_attn_implementation(impl)
-    try:
-        yield
-    finally:
-        base.set_attn_implementation(current)
-
-
-def profile_steps(step: Callable[[int], tuple[int, int]], first: int, n: int, device: torch.device) -> dict:
-    """torch.profiler over `n` steps: device busy time against wall time, and the kernels that take it."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    _sync(device)
-    with profile(activities=activities) as prof:
-        start = time.perf_counter()
-        for k in range(first, first + n):
-            step(k)
-        _sync(device)
-        wall = time.perf_counter() - start
-    attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    events = [e for e in prof.key_averages() if getattr(e, attr, 0) > 0]
-    if device.type == "cuda":
-        events = [e for e in events if str(getattr(e, "device_type", "")).endswith("CUDA")]
-    busy_us = sum(getattr(e, attr) for e in events)
-    groups: dict[str, float] = {}
-    for e in events:
-        groups[_kernel_group(e.key)] = groups.get(_kernel_group(e.key), 0.0) + getattr(e, attr) / 1e6
-    top = sorted(events, key=lambda e: -getattr(e, attr))[:12]
-    host = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]
-    return {
-        "host_top": [{"name": e.key[:120], "seconds": e.self_cpu_time_total / 1e6, "calls": e.count} for e in host],
-        "steps": n, "wall_s": wall, "busy_s": busy_us / 1e6, "busy_fraction": busy_us / 1e6 / wall if wall else None,
-        "groups_s": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
-        "top": [{"name": e.key[:120], "seconds": getattr(e, attr) / 1e6, "calls": e.count} for e in top],
-    }
-
-
-def _kernel_group(name: str) -> str:
-    low = name.lower()
-    if "flex" in low or "triton_tem" in low or "attention" in low or "fmha" in low or "flash" in low:
-        return "attention"
-    if any(k in low for k in ("gemm", "nvjet", "cutlass", "xmma", "matmul", "aten::mm", "aten::addmm", "aten::bmm")):
-        return "matmul"
-    if "triton" in low:
-        return "fused (inductor)"
-    if "memcpy" in low or "memset" in low:
-        return "copies"
-    return "other kernels"
 
 
 class Recorder:

@@ -35,3 +35,24 @@ def test_parse_generated_takes_first_label_else_nearest():
     assert parse_generated([9, 8, 2, 2], answers) == 2
     assert parse_generated([7, 1, 5, 6], answers) == 1
     assert parse_generated([1, 5, 6], answers) in (0, 1, 2)
+
+
+def test_isolation_check_passes_real_packing_and_catches_a_leaking_mask(monkeypatch):
+    import torch
+
+    from conftest import tiny_peft
+    from emorec import packing
+    from emorec.batches import Feature
+    from emorec.isolation_check import isolation_check
+
+    g = torch.Generator().manual_seed(0)
+    features = [Feature(i, torch.randint(2, 1000, (n,), generator=g).tolist(), [5, 7, 1])
+                for i, n in enumerate((9, 14, 6, 11, 8, 12))]
+    for method in ("lora", "ptuning"):
+        good = isolation_check(packing.PackedCausalLM(tiny_peft(method)), features, 0, torch.device("cpu"))
+        assert good["ok"] and good["leak"] == 0.0 and good["argmax_agreement"] == 1.0, good
+
+    real = packing.block_causal_mask
+    monkeypatch.setattr(packing, "block_causal_mask", lambda seq, p=0, b=None: real(torch.zeros_like(seq), p))
+    bad = isolation_check(packing.PackedCausalLM(tiny_peft("lora")), features, 0, torch.device("cpu"))
+    assert not bad["ok"] and bad["leak"] > 1e-2, bad
