@@ -55,7 +55,7 @@ def settings(args: argparse.Namespace) -> Settings:
     """GPU: ERC-like lengths (mean ~150), baseline padded to 512. CPU: short lengths so it ends in seconds."""
     if torch.cuda.is_available():
         return Settings(
-            gpu=True, steps=args.steps or (4 if args.quick else 10), warmup=3, rounds=1, budgets=tuple(args.budget or [4096]),
+            gpu=True, steps=args.steps or (4 if args.quick else 10), warmup=3, rounds=1, budgets=tuple(args.budget or [8192]),
             batch=8, pad_to=512, prompt_mean=147, prompt_spread=60, prompt_range=(24, 509), pre_seq_len=128,
             eval_batch=32, eval_batches=2 if args.quick else 6, new_tokens=8, compile=args.compile,
         )
@@ -391,7 +391,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         peft = _peft(base, method, s)
         prefix = num_prefix_tokens(peft)
         engine, _ = create_engine(PackedCausalLM(peft), _train_cfg(s, args.profile), dist)
-        if system == "emorec":
+        if system == "emorec" or args.compiled_only:
             rec.attempt(f"isolation {method}", lambda: rec.add(
                 "checks", {"method": method, **isolation_check(engine.module, features, pad_id, device)}))
         for budget in budgets:
@@ -490,7 +490,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "same data (default: 10 GPU, 8 CPU; CPU takes the best of 3 rounds)")
     p.add_argument("--budget", type=int, nargs="+", default=None,
                    help="tokens per packed row; several give a training row each (with --compile the eager rows take only "
-                        "the first; default: 4096 GPU, 512 CPU)")
+                        "the first; default: 8192 GPU, 512 CPU)")
     p.add_argument("--quick", action="store_true", help="fewer steps and eval batches")
     p.add_argument("--compile", action="store_true",
                    help="also time emorec's side with torch.compile on each decoder layer (train rows)")
