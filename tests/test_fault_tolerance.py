@@ -147,7 +147,10 @@ def test_endpoint_outage_fails_clearly_and_resume_loses_no_completed_step(s3_end
     cfg = write_config(tmp_path / "c.yaml", fixtures_dir, "meld", "lora", output=f"s3://{root}",
                        train={"max_steps": 60, "save_every": 5, "micro_batch_size": 8, "grad_accum": 1,
                               "upload_retries": 3, "upload_backoff_s": 0.2},
-                       data={"max_eval_samples": 8})
+                       data={"max_eval_samples": 8},
+                       # short socket timeouts and no retries inside botocore: emorec's own retries are under test
+                       storage_options={"config_kwargs": {"connect_timeout": 2, "read_timeout": 10,
+                                                          "retries": {"max_attempts": 1}}})
     proc = _train_process(cfg, f"http://127.0.0.1:{proxy.port}")
     try:
         _wait_for(lambda: fs.exists(f"{root}/checkpoints/step-0000010/MANIFEST.json"), 240, "step 10 checkpoint")
