@@ -9,6 +9,7 @@ import contextlib
 import torch
 from transformers import DynamicCache
 
+from .models import attention_implementation
 from .packing import cache_kwarg, num_prefix_tokens, unwrap
 from .prefix_attention import is_flex
 
@@ -51,17 +52,9 @@ def label_logprobs(
     return out
 
 
-@contextlib.contextmanager
 def padded_attention(base):
     """Padded prompt batches run under SDPA; a model set up for packed FlexAttention is switched back after."""
-    current = base.config._attn_implementation
-    if is_flex(base):
-        base.set_attn_implementation("sdpa")
-    try:
-        yield
-    finally:
-        if current != base.config._attn_implementation:
-            base.set_attn_implementation(current)
+    return attention_implementation(base, "sdpa") if is_flex(base) else contextlib.nullcontext()
 
 
 def _score_chunk(model, base, chunk: list[list[int]], answers: list[list[int]], prefix: int, first_only: bool,

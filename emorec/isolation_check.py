@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import replace
 
 import torch
 
 from .batches import Feature
+from .models import attention_implementation
 from .packing import PackedCausalLM, collate_packed, num_prefix_tokens, to_device
 from .prefix_attention import is_flex
 
@@ -33,7 +33,7 @@ def isolation_check(packed: PackedCausalLM, features: list[Feature], pad_id: int
             return packed(**to_device(batch, device, packed)).logits.float()
 
         def run_alone(impl: str) -> torch.Tensor:
-            with attention(base, impl):
+            with attention_implementation(base, impl):
                 parts = []
                 for f in chunk:
                     logits = peft(input_ids=torch.tensor([f.prompt_ids + f.answer_ids], device=device)).logits[0]
@@ -53,12 +53,3 @@ def isolation_check(packed: PackedCausalLM, features: list[Feature], pad_id: int
             "rel_error": rel, "noise_floor": floor, "argmax_agreement": agree, "tolerance": tolerance,
             "ok": leak <= 1e-3 and rel <= tolerance}
 
-
-@contextlib.contextmanager
-def attention(base, impl: str):
-    current = base.config._attn_implementation
-    base.set_attn_implementation(impl)
-    try:
-        yield
-    finally:
-        base.set_attn_implementation(current)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -79,6 +80,19 @@ def tiny_glm(vocab_size: int) -> torch.nn.Module:
     model.config._name_or_path = TINY
     model.name_or_path = TINY
     return model
+
+
+@contextlib.contextmanager
+def attention_implementation(model, impl: str):
+    """Run the block with `model` on another attention implementation, then switch back."""
+    current = model.config._attn_implementation
+    if impl != current:
+        model.set_attn_implementation(impl)
+    try:
+        yield
+    finally:
+        if model.config._attn_implementation != current:
+            model.set_attn_implementation(current)
 
 
 def compile_decoder_layers(model: torch.nn.Module, on: bool = True) -> None:

@@ -62,8 +62,3 @@ def set_prefix(decoder, prompt) -> None:
 def is_flex(base) -> bool:
     return base.config._attn_implementation in FLEX
 
-
-def plain_name(base) -> str:
-    """The attention implementation without emorec's prefix variant."""
-    current = base.config._attn_implementation
-    return next((inner for inner, name in PREFIXED.items() if name == current), current)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SECRET, free_port
+from conftest import REPO, SECRET, clean_env, free_port
 
 RAY = str(Path(sys.executable).with_name("ray"))
 QUICKSTART = "configs/quickstart.yaml"
@@ -25,8 +25,7 @@ TINY_SET = ("set={model.name: tiny-glm, prompt.max_length: 256, prompt.history: 
 
 def _env(**extra) -> dict:
     # No credentials, no cluster address and no process-group variables of this process reach the children.
-    dist_vars = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_ADDRESS")) and k not in dist_vars}
+    env = {k: v for k, v in clean_env().items() if not k.startswith(("AWS_", "RAY_ADDRESS"))}
     env.update(RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra)
     return env
