@@ -22,12 +22,15 @@ def _shard(n: int, dist: Dist) -> list[int]:
     return mine + [mine[-1] if mine else 0] * (per_rank - len(mine))
 
 
-def _most_rows(prompts: list[list[int]], answers: list[list[int]], budget: int, dist: Dist, device) -> int:
-    """The most packed scoring rows any rank has: every rank runs that many forwards (ZeRO-3 gathers in step)."""
-    rows = torch.tensor(len(packed_scoring.plan_rows(prompts, answers, budget)), device=device)
+def _scoring_rows(prompts: list[list[int]], answers: list[list[int]], budget: int, dist: Dist,
+                  device) -> list[list[int]]:
+    """This rank's packed scoring rows, with empty rows added up to the most any rank has: every rank runs that many
+    forwards (ZeRO-3 gathers in step)."""
+    rows = packed_scoring.plan_rows(prompts, answers, budget)
+    most = torch.tensor(len(rows), device=device)
     if dist.world > 1:
-        torch.distributed.all_reduce(rows, op=torch.distributed.ReduceOp.MAX)
-    return int(rows)
+        torch.distributed.all_reduce(most, op=torch.distributed.ReduceOp.MAX)
+    return rows + [[] for _ in range(int(most) - len(rows))]
 
 
 def evaluate(
@@ -41,7 +44,7 @@ def evaluate(
     if cfg.train.packing:
         logprobs = packed_scoring.label_logprobs(
             forward, mine, labels, budget=cfg.train.pack_tokens, pad_id=tokenizer.pad_token_id, device=device,
-            progress=bar, min_rows=_most_rows(mine, labels, cfg.train.pack_tokens, dist, device),
+            progress=bar, rows=_scoring_rows(mine, labels, cfg.train.pack_tokens, dist, device),
             fixed_rows=cfg.train.compile,
         )
     else:

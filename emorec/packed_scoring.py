@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .packing import PackedCausalLM, pack_groups, unwrap
+from .packing import PackedCausalLM, block_causal_mask, num_prefix_tokens, pack_groups, to_device, unwrap
 from .prefix_attention import is_flex
 
 
@@ -48,8 +48,6 @@ def collate_scoring(segments: list[Segment], pad_id: int, num_prefix: int, *, pa
                     dense_mask: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """(batch for `PackedCausalLM`, picks): picks is [k, 4], one row per predicted label token: (row of the logits,
     segment, label, token)."""
-    from .packing import block_causal_mask
-
     ids, pos, seq, branch, targets = [], [], [], [], []
     for s, seg in enumerate(segments):
         offset = len(ids)
@@ -89,26 +87,23 @@ def label_logprobs(
     pad_id: int,
     device: torch.device,
     progress=None,
-    min_rows: int = 0,
+    rows: list[list[int]] | None = None,
     fixed_rows: bool = False,
 ) -> torch.Tensor:
     """log p(answer_j | prompt_i) summed over the answer tokens, as an [n_prompts, n_labels] tensor.
 
     `forward` is a DeepSpeed engine, a PackedCausalLM, a peft model or a transformers model. Rows hold up to
     `budget` tokens; under FlexAttention or with `fixed_rows` (compiled layers) every row is padded to `budget`, so
-    kernels compile once. `min_rows`
-    runs extra empty rows, so that ZeRO-3 ranks run the same number of forwards.
+    kernels compile once. `rows` is the plan, `plan_rows` by default; an empty row in it runs a forward that scores
+    nothing, so that ZeRO-3 ranks can run the same number of forwards.
     """
-    from .packing import num_prefix_tokens, to_device
-
     model = unwrap(forward)
     packed = PackedCausalLM(model)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     flex = is_flex(base)
     prefix = num_prefix_tokens(model)
     out = torch.zeros(len(prompts), len(answers), dtype=torch.float32)
-    rows = plan_rows(prompts, answers, budget)
-    rows += [[] for _ in range(max(0, min_rows - len(rows)))]
+    rows = plan_rows(prompts, answers, budget) if rows is None else rows
     was_training = model.training
     model.eval()
     try:
@@ -119,10 +114,9 @@ def label_logprobs(
             logits = packed(**to_device(batch, device, model)).logits
             if not len(picks):
                 continue
-            picks = picks.to(device)
-            logp = torch.log_softmax(logits, dim=-1)[picks[:, 0], picks[:, 3]]
-            cells = torch.tensor(members, device=device)[picks[:, 1]] * len(answers) + picks[:, 2]
-            out.view(-1).index_add_(0, cells.cpu(), logp.float().cpu())
+            logp = torch.log_softmax(logits, dim=-1)[picks[:, 0].to(device), picks[:, 3].to(device)]
+            cells = torch.tensor(members)[picks[:, 1]] * len(answers) + picks[:, 2]
+            out.view(-1).index_add_(0, cells, logp.float().cpu())
             if progress is not None:
                 progress.update(len(members) * len(answers))
     finally:

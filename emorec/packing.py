@@ -235,11 +235,10 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device, model: torch
     if device.type == "cuda":
         batch = {k: v.pin_memory() for k, v in batch.items()}
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    base = unwrap(model)
-    base = base.get_base_model() if isinstance(base, PeftModel) else base
+    peft = unwrap(model)
+    base = peft.get_base_model() if isinstance(peft, PeftModel) else peft
     if "seq_ids" in batch and is_flex(base):
-        batch["attention_mask"] = flex_block_mask(batch["seq_ids"], num_prefix_tokens(unwrap(model)),
-                                                  batch.get("branch_ids"))
+        batch["attention_mask"] = flex_block_mask(batch["seq_ids"], num_prefix_tokens(peft), batch.get("branch_ids"))
     return batch
 
 

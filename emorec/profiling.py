@@ -28,7 +28,8 @@ def profile_steps(step: Callable[[int], tuple[int, int]], first: int, n: int, de
     busy_us = sum(getattr(e, attr) for e in events)
     groups: dict[str, float] = {}
     for e in events:
-        groups[_kernel_group(e.key)] = groups.get(_kernel_group(e.key), 0.0) + getattr(e, attr) / 1e6
+        group = _kernel_group(e.key)
+        groups[group] = groups.get(group, 0.0) + getattr(e, attr) / 1e6
     top = sorted(events, key=lambda e: -getattr(e, attr))[:12]
     host = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]
     return {

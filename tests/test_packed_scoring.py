@@ -52,7 +52,7 @@ def test_rows_fill_the_budget_and_empty_rows_change_nothing():
     model = peft_model("lora", "sdpa")
     plain = packed_scoring.label_logprobs(model, prompts(), answers, budget=64, pad_id=0, device=CPU)
     padded = packed_scoring.label_logprobs(model, prompts(), answers, budget=64, pad_id=0, device=CPU,
-                                           min_rows=len(rows) + 2)
+                                           rows=rows + [[], []])
     torch.testing.assert_close(padded, plain, rtol=0, atol=0)
 
 
