@@ -23,7 +23,10 @@ import torch
 
 from .batches import IGNORE, Feature, collate
 from .config import MethodConfig, RunConfig
-from .packing import PackedCausalLM, PackedOrder, Prefetcher, collate_packed, feature_length, num_prefix_tokens
+from .engine import SINGLE
+from .packing import PackedCausalLM, Prefetcher, feature_length, num_prefix_tokens
+from .scaling import batch_counts
+from .train import batching
 from .isolation_check import isolation_check
 from .models import compile_decoder_layers
 from .profiling import profile_steps
@@ -181,35 +184,29 @@ def baseline_train(model, features: list[Feature], s: Settings, pad_id: int, dev
     return result
 
 
-def packed_step(engine, features: list[Feature], s: Settings, budget: int, pad_id: int, prefix: int,
-                device: torch.device) -> Callable[[int], tuple[int, int]]:
-    """One training step of emorec's path, as `emorec train` runs it: a packed row through the DeepSpeed engine
-    (dense mask on CPU, BlockMask under flex), the next row built and copied while the device runs this one.
-    Compiled layers get rows padded to the budget, so shapes stay fixed."""
-    order = PackedOrder([feature_length(f) for f in features], budget=budget, world=1, rank=0, seed=0)
-    flex = is_flex(engine.module.peft.get_base_model())
-    fixed = budget if flex or s.compile else None  # compiled kernels (flex's too) are built once per shape
-    batches = Prefetcher(lambda idx: collate_packed([features[i] for i in idx], pad_id, prefix, pad_to=fixed,
-                                                    dense_mask=not flex), order, device, engine.module)
+def packed_step(engine, features: list[Feature], cfg: RunConfig, pad_id: int, prefix: int, device: torch.device):
+    """(step, order): one training step of emorec's path, with `emorec train`'s own packed batching for `cfg`, and
+    the next row built and copied while the device runs this one."""
+    order, make_batch = batching(cfg, features, SINGLE, pad_id, prefix)
+    batches = Prefetcher(make_batch, order, device, engine.module)
 
     def step(k: int) -> tuple[int, int]:
         engine.train()
-        _, on_device = batches.get(k)
+        host, on_device = batches.get(k)
         loss = engine(**on_device).loss
         engine.backward(loss)
         batches.prefetch(k + 1)
         engine.step()
-        chunk = order.indices(k)
-        return len(chunk), sum(feature_length(features[i]) for i in chunk)
+        return batch_counts(host)
 
     return step, order
 
 
-def emorec_train(engine, features: list[Feature], s: Settings, budget: int, pad_id: int, prefix: int,
+def emorec_train(engine, features: list[Feature], s: Settings, cfg: RunConfig, pad_id: int, prefix: int,
                  device: torch.device) -> dict:
     """Each timed round is one whole epoch of packed rows: first-fit decreasing fills rows unevenly (long samples
     first), so a few rows would not have the data's mean length, and samples/s would depend on which rows ran."""
-    step, order = packed_step(engine, features, s, budget, pad_id, prefix, device)
+    step, order = packed_step(engine, features, cfg, pad_id, prefix, device)
     epochs = [range(order.epoch_start(e), order.epoch_start(e + 1)) for e in range(1, s.rounds + 1)]
     return timed(step, s, device, epochs)
 
@@ -307,10 +304,9 @@ class Recorder:
         flops = (4 if task == "train" else 2) * self.n_params * result["tokens_per_s"]
         row = {"task": task, "method": method, "system": system, "budget": budget, **result,
                "mfu_measured": flops / self.peak, "mfu_989": flops / (H100_BF16_TFLOPS * 1e12) if self.gpu else None}
-        ref = next((r for r in self.result["rows"] if r["system"] == "baseline" and r["task"] == task
-                    and r["method"] == method), None)
-        if system == "baseline":
-            ref = row
+        ref = row if system == "baseline" else next(
+            (r for r in self.result["rows"] if r["system"] == "baseline" and r["task"] == task and r["method"] == method),
+            None)
         row["vs_baseline"] = row["samples_per_s"] / ref["samples_per_s"] if ref else None
         self.result["rows"].append(row)
         print(format_row(row), flush=True)
@@ -341,11 +337,13 @@ class Recorder:
                 json.dump(self.result, f, indent=2)
 
 
-def _train_cfg(s: Settings, extra_steps: int) -> RunConfig:
+def _train_cfg(s: Settings, extra_steps: int, *, budget: int, compiled: bool, flex: bool) -> RunConfig:
+    """The run config that `emorec train` would get for this row: packed rows of `budget` tokens."""
     return RunConfig.model_validate({
         "data": {"dataset": "custom", "path": "."},
-        "train": {"micro_batch_size": 1, "grad_accum": 1, "lr": 1e-5,
-                  "max_steps": s.warmup + s.rounds * s.steps + extra_steps + 2},
+        "model": {"attn_implementation": "flex_attention" if flex else None},
+        "train": {"micro_batch_size": 1, "grad_accum": 1, "lr": 1e-5, "packing": True, "pack_tokens": budget,
+                  "compile": compiled, "max_steps": s.warmup + s.rounds * s.steps + extra_steps + 2},
     })
 
 
@@ -387,19 +385,22 @@ def run_bench(args: argparse.Namespace) -> dict:
     if s.gpu:
         base.set_attn_implementation("flex_attention")
 
-    def emorec_side(method: str, system: str, budgets: tuple[int, ...], evaluate: bool) -> None:
+    def emorec_side(method: str, compiled: bool, budgets: tuple[int, ...], evaluate: bool) -> None:
+        system = "emorec+compile" if compiled else "emorec"
         peft = _peft(base, method, s)
         prefix = num_prefix_tokens(peft)
-        engine, _ = create_engine(PackedCausalLM(peft), _train_cfg(s, args.profile), dist)
-        if system == "emorec" or args.compiled_only:
+        cfgs = {b: _train_cfg(s, args.profile, budget=b, compiled=compiled, flex=is_flex(base)) for b in budgets}
+        engine, _ = create_engine(PackedCausalLM(peft), cfgs[budgets[0]], dist)
+        if not compiled or args.compiled_only:
             rec.attempt(f"isolation {method}", lambda: rec.add(
                 "checks", {"method": method, **isolation_check(engine.module, features, pad_id, device)}))
         for budget in budgets:
             rec.attempt(f"{system} train {method} budget {budget}", lambda: rec.row(
-                "train", method, system, budget, emorec_train(engine, features, s, budget, pad_id, prefix, device)))
+                "train", method, system, budget, emorec_train(engine, features, s, cfgs[budget], pad_id, prefix,
+                                                              device)))
         if args.profile:
             def profile() -> dict:
-                step, order = packed_step(engine, features, s, budgets[-1], pad_id, prefix, device)
+                step, order = packed_step(engine, features, cfgs[budgets[-1]], pad_id, prefix, device)
                 first = order.epoch_start(s.rounds + 1)
                 return {"system": system, "method": method, "budget": budgets[-1],
                         **profile_steps(step, first, args.profile, device)}
@@ -408,13 +409,13 @@ def run_bench(args: argparse.Namespace) -> dict:
         if evaluate:
             rec.attempt(f"{system} eval {method}", lambda: rec.row(
                 "eval", method, system, max(budgets), emorec_eval(engine, prompts, answers, s, max(budgets), pad_id,
-                                                                  device, fixed_rows=system != "emorec")))
+                                                                  device, fixed_rows=compiled)))
         _release(peft)
 
     def compiled(method: str) -> None:
         rec.attempt(f"compile {method}", lambda: compile_decoder_layers(base, True))
         rec.attempt(f"emorec+compile {method}",
-                    lambda: emorec_side(method, "emorec+compile", s.budgets, not args.no_eval))
+                    lambda: emorec_side(method, True, s.budgets, not args.no_eval))
         compile_decoder_layers(base, False)
         _free()
 
@@ -423,7 +424,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         compiled("lora")
     for method in methods if not (s.compile and args.compiled_only) else []:
         eager_budgets = s.budgets[:1] if s.compile else s.budgets
-        rec.attempt(f"emorec {method}", lambda: emorec_side(method, "emorec", eager_budgets, not args.no_eval))
+        rec.attempt(f"emorec {method}", lambda: emorec_side(method, False, eager_budgets, not args.no_eval))
         _free()
     if s.compile and "ptuning" in methods:
         compiled("ptuning")
