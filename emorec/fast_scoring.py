@@ -42,7 +42,7 @@ def label_logprobs(
     first_only = first_token and distinct_first_tokens(answers)
     out = torch.empty(len(prompts), len(answers), dtype=torch.float32)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # less padding per batch
-    with padded_attention(base):
+    with _padded_attention(base):
         for start in range(0, len(prompts), batch_size):
             rows = order[start : start + batch_size]
             out[rows] = _score_chunk(model, base, [prompts[i] for i in rows], answers, prefix, first_only, pad_id,
@@ -52,7 +52,7 @@ def label_logprobs(
     return out
 
 
-def padded_attention(base):
+def _padded_attention(base):
     """Padded prompt batches run under SDPA; a model set up for packed FlexAttention is switched back after."""
     return attention_implementation(base, "sdpa") if is_flex(base) else contextlib.nullcontext()
 
