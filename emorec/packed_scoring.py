@@ -9,8 +9,14 @@ from dataclasses import dataclass
 
 import torch
 
-from .packing import PackedCausalLM, block_causal_mask, num_prefix_tokens, pack_groups, to_device, unwrap
+from .errors import EmorecError
+from .packing import (PackedCausalLM, block_causal_mask, num_prefix_tokens, pack_groups, row_length, to_device,
+                      unwrap)
 from .prefix_attention import is_flex
+
+
+class NonFiniteScore(EmorecError):
+    """A real label score came out NaN or infinite: a prediction from it would be silently wrong."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ def plan_rows(prompts: list[list[int]], answers: list[list[int]], budget: int) -
 def collate_scoring(segments: list[Segment], pad_id: int, num_prefix: int, *, pad_to: int | None,
                     dense_mask: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """(batch for `PackedCausalLM`, picks): picks is [k, 4], one row per predicted label token: (row of the logits,
-    segment, label, token)."""
+    segment, label, token). Padding (see `packing.row_length`) is a filler segment that no label reads."""
     ids, pos, seq, branch, targets = [], [], [], [], []
     for s, seg in enumerate(segments):
         offset = len(ids)
@@ -56,8 +62,8 @@ def collate_scoring(segments: list[Segment], pad_id: int, num_prefix: int, *, pa
         seq += [s] * len(seg.ids)
         branch += seg.branches
         targets += [(offset + at, s, j, token) for at, j, token in seg.targets]
-    if pad_to is not None and pad_to > len(ids):
-        filler = pad_to - len(ids)
+    filler = row_length(len(ids), pad_to, flex=not dense_mask) - len(ids)
+    if filler:
         ids += [pad_id] * filler
         pos += range(filler)
         seq += [len(segments)] * filler
@@ -115,6 +121,10 @@ def label_logprobs(
             if not len(picks):
                 continue
             logp = torch.log_softmax(logits, dim=-1)[picks[:, 0].to(device), picks[:, 3].to(device)]
+            if not torch.isfinite(logp).all():
+                raise NonFiniteScore(f"label scoring gave a non-finite log-probability for prompts {members} "
+                                     f"(a row of {batch['input_ids'].shape[1]} tokens); the model or its "
+                                     "attention kernel produced NaN/inf, so no prediction is made from it")
             cells = torch.tensor(members)[picks[:, 1]] * len(answers) + picks[:, 2]
             out.view(-1).index_add_(0, cells, logp.float().cpu())
             if progress is not None:

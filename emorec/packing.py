@@ -82,6 +82,24 @@ class PackedOrder:
         return self._epochs[epoch][k - self._starts[epoch]]
 
 
+# FlexAttention's block: under it every packed row is padded to a multiple of this many tokens. Inductor's CPU
+# kernel with 256-bit vectors (AVX2, no AVX-512) returns wrong scores or NaN for a query block shorter than this
+# (torch 2.13; tests/test_packed_scoring.py pins it), and GPU kernels run whole blocks anyway.
+FLEX_BLOCK = 128
+
+
+def flex_row_length(n: int) -> int:
+    """The length a row of `n` tokens is padded to under FlexAttention: a whole number of flex blocks."""
+    return -(-n // FLEX_BLOCK) * FLEX_BLOCK
+
+
+def row_length(n: int, pad_to: int | None, flex: bool) -> int:
+    """A row of `n` tokens is padded to `pad_to` (fixed shapes for compiled kernels), then under FlexAttention up to
+    whole flex blocks. Fillers form their own segment, so every position, real or padding, attends to itself."""
+    target = max(n, pad_to or 0)
+    return flex_row_length(target) if flex else target
+
+
 def feature_length(f: Feature) -> int:
     return len(f.prompt_ids) + len(f.answer_ids)
 
@@ -100,7 +118,7 @@ def block_causal_mask(seq_ids: torch.Tensor, num_prefix: int = 0, branch_ids: to
 def collate_packed(
     features: list[Feature], pad_id: int, num_prefix: int = 0, *, pad_to: int | None = None, dense_mask: bool = True
 ) -> dict[str, torch.Tensor]:
-    """One packed row. `pad_to` appends a label-free filler segment (fixed shapes for compiled kernels)."""
+    """One packed row. Padding (see `row_length`) is a label-free filler segment."""
     ids, pos, seq, labels = [], [], [], []
     for s, f in enumerate(features):
         n = feature_length(f)
@@ -108,8 +126,8 @@ def collate_packed(
         labels += [IGNORE] * len(f.prompt_ids) + f.answer_ids
         pos += range(n)
         seq += [s] * n
-    if pad_to is not None and pad_to > len(ids):
-        filler = pad_to - len(ids)
+    filler = row_length(len(ids), pad_to, flex=not dense_mask) - len(ids)
+    if filler:
         ids += [pad_id] * filler
         labels += [IGNORE] * filler
         pos += range(filler)

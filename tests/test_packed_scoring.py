@@ -1,13 +1,19 @@
 import functools
 import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import emorec, tiny_peft, write_config
+from conftest import clean_env, emorec, tiny_peft, write_config
 
 from emorec import packed_scoring, scoring
-from emorec.packing import PackedCausalLM
+from emorec.batches import Feature
+from emorec.packing import FLEX_BLOCK, PackedCausalLM, collate_packed
 
 CPU = torch.device("cpu")
 LABEL_SETS = {
@@ -41,6 +47,69 @@ def test_packed_scoring_equals_full_scoring(method, labels, attention, budget):
                                            device=CPU)
     torch.testing.assert_close(packed, full, rtol=0, atol=1e-4)
     assert packed.argmax(1).tolist() == full.argmax(1).tolist()
+
+
+def worst_flex_error(method: str, budget: int) -> float:
+    """max |packed flex scores - full reference scores| over both label sets; NaN counts as infinite."""
+    worst = 0.0
+    for answers in LABEL_SETS.values():
+        full = scoring.label_logprobs(peft_model(method, "sdpa"), prompts(), answers, batch_size=5, pad_id=0,
+                                      device=CPU)
+        try:
+            packed = packed_scoring.label_logprobs(PackedCausalLM(peft_model(method, "flex_attention")), prompts(),
+                                                   answers, budget=budget, pad_id=0, device=CPU)
+        except packed_scoring.NonFiniteScore:
+            return float("inf")
+        worst = max(worst, (packed - full).abs().nan_to_num(float("inf")).max().item())
+    return worst
+
+
+def has_avx2() -> bool:
+    try:
+        return platform.machine() in ("x86_64", "AMD64") and " avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not has_avx2(), reason="needs an x86 CPU with AVX2")
+def test_flex_scoring_with_256_bit_cpu_kernels():
+    """The cause of NaN scores on CPUs without AVX-512: inductor's CPU FlexAttention kernel, generated for 256-bit
+    vectors, is wrong for query blocks shorter than FLEX_BLOCK (random wrong values or NaN, even for a plain causal
+    mask). ATEN_CPU_CAPABILITY=avx2 makes inductor generate that kernel on any x86 CPU. Rows padded to whole flex
+    blocks score exactly; small budgets (24 tokens, as in the original failure) exercise it."""
+    code = ("import test_packed_scoring as t\n"
+            "print('worst', max(t.worst_flex_error(m, b) for m in ('lora', 'ptuning') for b in (24, 40)))")
+    env = {**clean_env(), "ATEN_CPU_CAPABILITY": "avx2",
+           "TORCHINDUCTOR_CACHE_DIR": str(Path(os.environ.get("TMPDIR", "/tmp")) / "emorec-inductor-avx2")}
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    worst = float(r.stdout.split("worst")[-1])
+    assert worst <= 1e-4, f"packed flex scoring differs from full scoring by {worst} under AVX2 kernels"
+
+
+def test_flex_rows_are_whole_blocks_with_a_filler_segment():
+    """Under FlexAttention (no dense mask) training and scoring rows are padded to whole flex blocks, also a row
+    longer than pad_to; the filler is its own segment, so no position (real or padding) is left fully masked."""
+    features = [Feature(example=0, prompt_ids=[3] * 20, answer_ids=[5, 1]),
+                Feature(example=1, prompt_ids=[4] * 9, answer_ids=[6, 1])]
+    for pad_to, want in ((None, FLEX_BLOCK), (24, FLEX_BLOCK), (130, 2 * FLEX_BLOCK)):
+        batch = collate_packed(features, 0, dense_mask=False, pad_to=pad_to)
+        assert batch["input_ids"].shape[1] == want
+        assert batch["seq_ids"][0, 33:].eq(2).all() and batch["labels"][0, 33:].eq(-100).all()
+    dense = collate_packed(features, 0, dense_mask=True, pad_to=None)
+    assert dense["input_ids"].shape[1] == 33
+    segments = [packed_scoring.segment(p, LABEL_SETS["single_tokens"]) for p in prompts()[-1:]]
+    batch, picks = packed_scoring.collate_scoring(segments, 0, 0, pad_to=24, dense_mask=False)
+    assert batch["input_ids"].shape[1] == FLEX_BLOCK and batch["seq_ids"][0, 41:].eq(1).all()
+    assert int(picks[:, 0].max()) < len(batch["logit_positions"])
+
+
+def test_a_non_finite_score_is_an_error_not_a_prediction():
+    model = tiny_peft("lora").eval()
+    model.get_base_model().get_output_embeddings().register_forward_hook(lambda m, i, out: out.fill_(float("nan")))
+    with pytest.raises(packed_scoring.NonFiniteScore, match=r"prompts \["):
+        packed_scoring.label_logprobs(model, prompts(), [[5], [7]], budget=512, pad_id=0, device=CPU)
 
 
 def test_rows_fill_the_budget_and_empty_rows_change_nothing():
