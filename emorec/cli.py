@@ -22,6 +22,7 @@ examples:
   emorec predict runs/meld_lora --text "I can't believe you did that!"
   emorec sweep configs/sweeps/paper.yaml output=s3://bucket/emorec/paper   # 6 x 2 jobs on a Ray cluster
   emorec quickstart                                  # 6 datasets x 2 methods on a tiny model, on CPU
+  emorec convert THUDM/chatglm2-6b models/chatglm2-6b  # ChatGLM2/3 -> a standard transformers GLM checkpoint
 """
 
 
@@ -200,13 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("overrides", nargs="*", metavar="key=value")
     sw.set_defaults(func=cmd_sweep)
 
-    from . import bench, bench_cluster, report, slurm, submit
+    from . import bench, bench_cluster, convert, export, report, slurm, submit
 
     submit.register(sub)
     report.register(sub)
     slurm.register(sub)
     bench.register(sub)
     bench_cluster.register(sub)
+    convert.register(sub)
+    export.register(sub)
 
     q = sub.add_parser("quickstart", help="train all six datasets x both methods on the tiny model and print a table")
     q.add_argument("--out", default="runs/quickstart", help="where fixtures, runs and the table go")

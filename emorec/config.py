@@ -35,9 +35,9 @@ class PromptConfig(Strict):
 
 class ModelConfig(Strict):
     name: str = Field(default="tiny-glm", description="tiny-glm, a local path or a hub id")
-    family: Literal["auto", "tiny", "glm", "chatglm"] = "auto"
+    family: Literal["auto", "tiny", "glm", "chatglm2", "chatglm3"] = Field(
+        default="auto", description="auto: from the checkpoint's config.json (ChatGLM2/3 are converted on load)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    trust_remote_code: bool = Field(default=False, description="required for ChatGLM2/3 remote code")
     attn_implementation: str | None = None
 
 

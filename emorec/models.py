@@ -1,4 +1,6 @@
-"""Base models and tokenizers: GLM-4 (native), ChatGLM2/3 (remote code), and a tiny random GLM for tests."""
+"""Base models and tokenizers: GLM-4 and ChatGLM2/3, all as native `GlmForCausalLM`, and a tiny random GLM for tests.
+
+No code from a checkpoint runs: ChatGLM2/3 are converted on load (see chatglm_weights), never `trust_remote_code`."""
 
 from __future__ import annotations
 
@@ -22,8 +24,12 @@ TINY_SEED = 1234
 LORA_TARGETS = {
     "tiny": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "glm": ["q_proj", "k_proj", "v_proj"],
-    "chatglm": ["query_key_value"],
+    "chatglm2": ["q_proj", "k_proj", "v_proj"],
+    "chatglm3": ["q_proj", "k_proj", "v_proj"],
 }
+CHATGLM = ("chatglm2", "chatglm3")
+# What a hub download of a ChatGLM checkpoint may fetch: never its *.py files.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.bin", "tokenizer.model"]
 
 
 @dataclass
@@ -107,18 +113,25 @@ def compile_decoder_layers(model: torch.nn.Module, on: bool = True) -> None:
 
 
 def detect_family(cfg: ModelConfig) -> str:
+    from .chatglm_weights import chatglm_version, read_json
+
     if cfg.family != "auto":
         return cfg.family
     if cfg.name == TINY:
         return "tiny"
     config_file = os.path.join(cfg.name, "config.json")
     if os.path.isfile(config_file):
-        with open(config_file, encoding="utf-8") as f:
-            model_type = json.load(f).get("model_type", "")
+        model_type = read_json(config_file).get("model_type", "")
+        if model_type == "chatglm":
+            return f"chatglm{chatglm_version(cfg.name)}"
+    elif os.path.exists(cfg.name):
+        raise ConfigError(f"model.name={cfg.name!r} is a local path without a config.json")
     else:
-        model_type = "chatglm" if "chatglm" in cfg.name.lower() else "glm"
-    if model_type == "chatglm":
-        return "chatglm"
+        lowered = cfg.name.lower()
+        for family in CHATGLM:
+            if family in lowered:
+                return family
+        model_type = "glm"
     if model_type in ("glm", "glm4"):
         return "glm"
     raise ConfigError(
@@ -128,20 +141,52 @@ def detect_family(cfg: ModelConfig) -> str:
 
 
 def check_model(cfg: ModelConfig) -> str:
-    """The model family, after the checks that need no weights (run before any process group)."""
+    """The model family, after the checks that need no weights (run before any process group): for a local ChatGLM
+    folder its config, its weight files and its tokenizer model."""
     family = detect_family(cfg)
-    if family == "chatglm" and not cfg.trust_remote_code:
-        raise ConfigError(
-            f"model.name={cfg.name!r} is ChatGLM2/3, which runs code shipped with the checkpoint; "
-            "set model.trust_remote_code=true to allow it (needs transformers 4.40-4.43, see README)"
-        )
+    if family in CHATGLM and os.path.isdir(cfg.name):
+        check_chatglm_dir(cfg.name)
     return family
+
+
+def check_chatglm_dir(path: str) -> None:
+    from .chatglm_tokenizer import read_sentencepiece
+    from .chatglm_weights import check_chatglm_config, check_weight_file, read_json, weight_files
+
+    where = os.path.join(path, "config.json")
+    check_chatglm_config(read_json(where), where)
+    for file in weight_files(path):
+        check_weight_file(file)
+    read_sentencepiece(os.path.join(path, "tokenizer.model"))
 
 
 def resolve_dtype(cfg: ModelConfig) -> torch.dtype:
     if cfg.dtype == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
     return getattr(torch, cfg.dtype)
+
+
+def local_chatglm(name: str) -> str:
+    """A local folder for a ChatGLM folder or hub id (downloaded without any of its code files)."""
+    if os.path.isdir(name):
+        return name
+    from huggingface_hub import snapshot_download
+
+    log.info("downloading %s from the hub (weights, configs and tokenizer model only; no code files)", name)
+    return snapshot_download(name, allow_patterns=HUB_PATTERNS)
+
+
+def load_chatglm(name: str, family: str | None = None, *, dtype: torch.dtype = torch.float32,
+                 attn_implementation: str | None = None, progress=None):
+    """(native GlmForCausalLM, fast tokenizer, family) for a ChatGLM2/3 folder or hub id, converted in memory."""
+    from .chatglm_tokenizer import chatglm_tokenizer
+    from .chatglm_weights import load_native
+
+    path = local_chatglm(name)
+    model, version = load_native(path, dtype=dtype, attn_implementation=attn_implementation, progress=progress)
+    if family in CHATGLM:
+        version = int(family[-1])
+    return model, chatglm_tokenizer(path, version), f"chatglm{version}"
 
 
 def load_model(cfg: ModelConfig) -> LoadedModel:
@@ -152,19 +197,19 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         model = tiny_glm(len(tokenizer)).to(dtype)
         return LoadedModel(model, tokenizer, family, TINY)
 
-    from transformers import AutoModel, AutoTokenizer, GlmForCausalLM
+    from transformers import AutoTokenizer, GlmForCausalLM
 
-    kwargs = {"dtype": dtype}
-    if cfg.attn_implementation:
-        kwargs["attn_implementation"] = cfg.attn_implementation
-    if family == "glm":
-        log.info("loading GLM-4 %s natively (GlmForCausalLM)", cfg.name)
+    if family in CHATGLM:
+        log.info("loading %s %s, converted to native GlmForCausalLM in memory", family, cfg.name)
+        model, tokenizer, family = load_chatglm(cfg.name, family, dtype=dtype,
+                                                attn_implementation=cfg.attn_implementation)
+    else:
+        kwargs = {"dtype": dtype}
+        if cfg.attn_implementation:
+            kwargs["attn_implementation"] = cfg.attn_implementation
+        log.info("loading GLM %s natively (GlmForCausalLM)", cfg.name)
         model = GlmForCausalLM.from_pretrained(cfg.name, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(cfg.name)
-    else:
-        log.info("loading ChatGLM %s through its remote code", cfg.name)
-        model = AutoModel.from_pretrained(cfg.name, trust_remote_code=True, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(cfg.name, trust_remote_code=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model, tokenizer, family, cfg.name)

@@ -1,7 +1,16 @@
-"""Instruction prompts: task, label set, a window of previous turns, and the target utterance.
+"""Instruction prompts: task, label set, a window of previous turns, and the target utterance, in the model family's
+own chat format.
 
 The answer is the label's verbaliser followed by EOS; the loss falls on the answer only. When the
 prompt is over budget the oldest turns go first; the target utterance is never cut.
+
+Chat formats, as each family's official fine-tuning scripts build them:
+- chatglm2: `[gMASK]sop` + `[Round 1]\n\n问：{prompt}\n\n答：`
+- chatglm3: `[gMASK]sop<|user|>\n {prompt}<|assistant|>`
+- template: the tokenizer's own chat template (GLM-4 `-hf`: `[gMASK]<sop><|user|>\n{prompt}<|assistant|>`)
+- plain: the prompt alone (tiny-glm)
+A tokenizer carries its format as `chat_format` in its init kwargs (tokenizer_config.json), so a converted ChatGLM
+checkpoint keeps it.
 """
 
 from __future__ import annotations
@@ -37,12 +46,45 @@ def render(example: Example, spec: DatasetSpec, context: tuple[Turn, ...]) -> st
     return "\n".join(parts) + " "
 
 
+CHAT_FORMATS = ("chatglm2", "chatglm3", "template", "plain")
+
+
+def chat_format(tokenizer) -> str:
+    fmt = getattr(tokenizer, "init_kwargs", {}).get("chat_format")
+    if fmt is None:
+        return "template" if getattr(tokenizer, "chat_template", None) else "plain"
+    if fmt not in CHAT_FORMATS:
+        raise ValueError(f"tokenizer chat_format {fmt!r} is not one of {CHAT_FORMATS}")
+    return fmt
+
+
+def chat_ids(tokenizer, text: str) -> list[int]:
+    """The prompt's token ids in the tokenizer's chat format, ending where the answer begins."""
+    fmt = chat_format(tokenizer)
+
+    def enc(s: str) -> list[int]:
+        return tokenizer(s, add_special_tokens=False)["input_ids"]
+
+    def special(*tokens: str) -> list[int]:
+        return tokenizer.convert_tokens_to_ids(list(tokens))
+
+    if fmt == "chatglm2":
+        return special("[gMASK]", "sop") + enc(f"[Round 1]\n\n问：{text}\n\n答：")
+    if fmt == "chatglm3":
+        return special("[gMASK]", "sop", "<|user|>") + enc("\n") + enc(text) + special("<|assistant|>")
+    if fmt == "template":
+        out = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                            tokenize=True)
+        return list(out["input_ids"] if hasattr(out, "keys") else out)
+    return enc(text)
+
+
 def encode_prompt(example: Example, spec: DatasetSpec, tokenizer, cfg: PromptConfig, budget: int) -> Encoded:
     """Tokenise with as many recent turns as fit in `budget` tokens (at least the target itself)."""
     window = min(cfg.history, len(example.context)) if spec.dialogue else 0
     while True:
         context = example.context[len(example.context) - window:] if window else ()
-        ids = tokenizer(render(example, spec, context), add_special_tokens=False)["input_ids"]
+        ids = chat_ids(tokenizer, render(example, spec, context))
         if len(ids) <= budget or window == 0:
             return Encoded(ids, window)
         window -= 1

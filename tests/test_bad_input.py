@@ -136,12 +136,12 @@ def test_resume_from_unknown_checkpoint_tag(capsys, cfg):
     assert "resume='step-0000100'" in err and "complete ones: none" in err
 
 
-def test_chatglm_needs_explicit_remote_code_opt_in(capsys, cfg, tmp_path):
-    model = tmp_path / "chatglm2-6b"
+def test_chatglm_v1_config_is_refused_naming_the_key(capsys, cfg, tmp_path):
+    model = tmp_path / "chatglm-6b"
     model.mkdir()
-    (model / "config.json").write_text(json.dumps({"model_type": "chatglm"}))
+    (model / "config.json").write_text(json.dumps({"model_type": "chatglm", "position_encoding_2d": True}))
     err = fails(capsys, "train", str(cfg), f"model.name={model}")
-    assert "trust_remote_code=true" in err
+    assert "config.json" in err and "'position_encoding_2d'" in err and "ChatGLM-6B (v1)" in err
 
 
 def test_predict_on_a_directory_that_is_not_a_run(capsys, tmp_path):
