@@ -30,6 +30,13 @@ CHATGLM_KEY = re.compile(
     r"^base_model\.model\.transformer\.encoder\.layers\.(\d+)\.(self_attention\.query_key_value|self_attention\.dense"
     r"|mlp\.dense_h_to_4h|mlp\.dense_4h_to_h)\.lora_([AB])\.weight$")
 PREFIX_KEY = "transformer.prefix_encoder.embedding.weight"
+# The adapter_config.json keys that the peft of ChatGLM's own environment (0.11, with transformers 4.40) knows;
+# it refuses unknown ones, so the chatglm-layout export writes only these.
+PEFT_0_11_LORA_KEYS = (
+    "alpha_pattern", "auto_mapping", "base_model_name_or_path", "bias", "fan_in_fan_out", "inference_mode",
+    "init_lora_weights", "layer_replication", "layers_pattern", "layers_to_transform", "loftq_config", "lora_alpha",
+    "lora_dropout", "megatron_config", "megatron_core", "modules_to_save", "peft_type", "r", "rank_pattern",
+    "revision", "target_modules", "task_type", "use_dora", "use_rslora")
 
 
 def _lora_modules(state: dict[str, torch.Tensor], pattern: re.Pattern, where: str) -> dict[tuple[int, str], dict]:
@@ -233,9 +240,10 @@ def to_chatglm_layout(adapter_dir: str, out: str, model_name: str) -> str:
     if config.get("peft_type") == "LORA":
         state, config = lora_to_chatglm(state, config, chatglm_cfg, adapter_dir)
         save_file(state, os.path.join(out, "adapter_model.safetensors"), metadata={"format": "pt"})
-        config["base_model_name_or_path"] = model_name
+        config.update(base_model_name_or_path=model_name, inference_mode=True)
+        config = {k: config[k] for k in PEFT_0_11_LORA_KEYS if k in config}
         with open(os.path.join(out, "adapter_config.json"), "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=2)
+            json.dump(config, f, indent=2, sort_keys=True)
         return "lora"
     if config.get("peft_type") == "PREFIX_TUNING":
         if config.get("prefix_projection"):

@@ -64,17 +64,34 @@ def cmd_eval(args) -> int:
     from .inference import load_predictor
     from .storage import open_store
 
-    p = load_predictor(args.run)
-    cfg = p.cfg
-    path = args.data_path or cfg.data.path
-    ds = load_dataset(cfg.data.dataset, path, on_bad_row=cfg.data.on_bad_row, seed=cfg.seed, options=cfg.data.options)
+    if args.model:
+        p, ds = _adapter_predictor(args)
+        cfg = p.cfg
+    else:
+        p = load_predictor(args.run)
+        cfg = p.cfg
+        path = args.data_path or cfg.data.path
+        ds = load_dataset(cfg.data.dataset, path, on_bad_row=cfg.data.on_bad_row, seed=cfg.seed,
+                          options=cfg.data.options)
     split = args.split or cfg.eval.split
+    if split not in ds.splits:
+        raise EmorecError(f"{cfg.data.dataset} at {cfg.data.path}: no {split!r} split (has {', '.join(ds.splits)})")
     examples = ds.splits[split][: args.limit]
     metrics, _ = evaluate(p.model, p.spec, examples, p.tokenizer, cfg, SINGLE, p.device)
     metrics.update(split=split, dataset=p.spec.name, method=cfg.method.name)
-    open_store(args.run).write_json(f"eval-{split}.json", metrics)
+    if not args.model:
+        open_store(args.run).write_json(f"eval-{split}.json", metrics)
     print(json.dumps({k: metrics[k] for k in ("dataset", "method", "split", "n", "primary", "value", "values")}, indent=2))
     return 0
+
+
+def _adapter_predictor(args):
+    from .inference import load_adapter_predictor
+
+    if not args.dataset or not args.data_path:
+        raise EmorecError("with --model (an adapter trained elsewhere), give --dataset and --data-path too: they "
+                          "define the label set and the data")
+    return load_adapter_predictor(args.run, args.model, args.dataset, args.data_path)
 
 
 def cmd_predict(args) -> int:
@@ -89,7 +106,7 @@ def cmd_predict(args) -> int:
         turns = [{"speaker": args.speaker, "text": args.text}]
     else:
         raise EmorecError("give --text SENTENCE or --dialogue FILE.json")
-    p = load_predictor(args.run)
+    p = _adapter_predictor(args)[0] if args.model else load_predictor(args.run)
     result = p.predict([example_from_dialogue(turns)])[0]
     print(json.dumps({"label": result["labels"][0] if not p.spec.multi_label else result["labels"], **result}, indent=2))
     return 0
@@ -159,15 +176,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a finished run's exported adapter on a split")
-    e.add_argument("run", help="the run's output URL (path, file://, s3://...)")
+    adapter_help = ("with --model: RUN is an adapter folder trained elsewhere (peft on the native model, or "
+                    "ChatGLM2/3's own layouts: a peft LoRA on query_key_value, or a THUDM P-Tuning v2 checkpoint)")
+    e = sub.add_parser("eval", help="evaluate a finished run's exported adapter on a split",
+                       description="Evaluate RUN's adapter on a split with the dataset's metric. " + adapter_help +
+                                   ", e.g. emorec eval ptuning-out/checkpoint-3000 --model THUDM/chatglm2-6b "
+                                   "--dataset meld --data-path data/MELD.Raw")
+    e.add_argument("run", help="the run's output URL (path, file://, s3://...), or an adapter folder with --model")
+    e.add_argument("--model", help="base model of an adapter trained elsewhere (ChatGLM2/3 folder or hub id, GLM)")
+    e.add_argument("--dataset", help="with --model: iemocap, meld, emorynlp, dailydialog, carer, goemotions, custom")
     e.add_argument("--split", choices=("train", "validation", "test"))
     e.add_argument("--data-path", help="dataset directory, if not where the run was trained")
     e.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only")
     e.set_defaults(func=cmd_eval)
 
-    pr = sub.add_parser("predict", help="label a sentence or a dialogue's last turn with a trained adapter")
-    pr.add_argument("run", help="the run's output URL")
+    pr = sub.add_parser("predict", help="label a sentence or a dialogue's last turn with a trained adapter",
+                        description="Label one input with RUN's adapter. " + adapter_help + ".")
+    pr.add_argument("run", help="the run's output URL, or an adapter folder with --model")
+    pr.add_argument("--model", help="base model of an adapter trained elsewhere")
+    pr.add_argument("--dataset", help="with --model: the dataset whose label set to use")
+    pr.add_argument("--data-path", help="with --model: that dataset's directory")
     pr.add_argument("--text", help="the utterance to classify")
     pr.add_argument("--speaker", help="who says it (dialogue datasets)")
     pr.add_argument("--dialogue", help='JSON file: [{"speaker": "A", "text": "..."}, ...]; the last turn is labelled')

@@ -54,8 +54,57 @@ def load_predictor(run_url: str, storage_options: dict | None = None) -> Predict
     for name in store.listdir(ADAPTER):
         store.get_file(f"{ADAPTER}/{name}", os.path.join(local, name))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = PeftModel.from_pretrained(loaded.model, local).to(device).eval()
+    model = checked_adapter(loaded.model, local).to(device).eval()
     return Predictor(cfg, spec, model, loaded.tokenizer, device)
+
+
+def load_adapter_predictor(adapter: str, model_name: str, dataset: str, data_path: str | None = None,
+                           options: dict | None = None) -> tuple[Predictor, object]:
+    """(Predictor, loaded dataset) for an adapter trained outside emorec: a peft adapter on the native model, or
+    ChatGLM2/3's own layouts (peft LoRA on query_key_value, THUDM P-Tuning v2 prefix), converted exactly."""
+    from .chatglm_adapters import chatglm_adapter_kind, from_chatglm_layout, source_chatglm_config
+    from .chatglm_weights import read_json
+    from .data import load_dataset
+
+    if not os.path.isdir(adapter):
+        raise CheckpointError(f"{adapter}: not an adapter folder")
+    kind = chatglm_adapter_kind(adapter)
+    if kind is None and not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
+        raise CheckpointError(f"{adapter}: neither a peft adapter (adapter_config.json) nor a ChatGLM P-Tuning v2 "
+                              "checkpoint (config.json with pre_seq_len)")
+    method = kind or ("lora" if read_json(os.path.join(adapter, "adapter_config.json")).get("peft_type") == "LORA"
+                      else "ptuning")
+    cfg = build_config({"model": {"name": model_name}, "method": {"name": method},
+                        "data": {"dataset": dataset, "path": data_path or "", "options": dict(options or {})}},
+                       "command line")
+    ds = load_dataset(cfg.data.dataset, cfg.data.path, on_bad_row=cfg.data.on_bad_row, seed=cfg.seed,
+                      options=cfg.data.options)
+    loaded = load_model(cfg.model)
+    local = adapter
+    if kind is not None:
+        chatglm_cfg, _ = source_chatglm_config(model_name)
+        local = tempfile.mkdtemp(prefix="emorec-adapter-")
+        from_chatglm_layout(adapter, local, loaded.model.config, chatglm_cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = checked_adapter(loaded.model, local).to(device).eval()
+    return Predictor(cfg, ds.spec, model, loaded.tokenizer, device), ds
+
+
+def checked_adapter(base: torch.nn.Module, local: str) -> torch.nn.Module:
+    """PeftModel.from_pretrained, then a check that every tensor of the file landed on a module (peft loads with
+    strict=False: names that match nothing would silently leave the adapter out)."""
+    from peft import PeftModel, get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    model = PeftModel.from_pretrained(base, local)
+    stored = load_file(os.path.join(local, "adapter_model.safetensors"))
+    loaded = get_peft_model_state_dict(model, save_embedding_layers=False)
+    missing, unused = sorted(set(loaded) - set(stored)), sorted(set(stored) - set(loaded))
+    if missing or unused:
+        raise CheckpointError(f"{local}: the adapter does not fit the model: "
+                              + "; ".join(f"{what}: {', '.join(keys[:3])}" for what, keys in
+                                          (("not in the file", missing), ("matching no module", unused)) if keys))
+    return model
 
 
 def example_from_dialogue(turns: list[dict], *, speaker: str | None = None) -> Example:
