@@ -64,6 +64,7 @@ def cmd_eval(args) -> int:
     from .inference import load_predictor
     from .storage import open_store
 
+    _no_overrides_without_model(args)
     if args.model:
         p, ds = _adapter_predictor(args)
         cfg = p.cfg
@@ -85,13 +86,19 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _no_overrides_without_model(args) -> None:
+    if args.overrides and not args.model:
+        raise EmorecError(f"{' '.join(args.overrides)}: key=value settings apply only with --model (an adapter "
+                          "trained elsewhere); a run uses the config it was trained with")
+
+
 def _adapter_predictor(args):
     from .inference import load_adapter_predictor
 
     if not args.dataset or not args.data_path:
         raise EmorecError("with --model (an adapter trained elsewhere), give --dataset and --data-path too: they "
                           "define the label set and the data")
-    return load_adapter_predictor(args.run, args.model, args.dataset, args.data_path)
+    return load_adapter_predictor(args.run, args.model, args.dataset, args.data_path, args.overrides)
 
 
 def cmd_predict(args) -> int:
@@ -106,6 +113,7 @@ def cmd_predict(args) -> int:
         turns = [{"speaker": args.speaker, "text": args.text}]
     else:
         raise EmorecError("give --text SENTENCE or --dialogue FILE.json")
+    _no_overrides_without_model(args)
     p = _adapter_predictor(args)[0] if args.model else load_predictor(args.run)
     result = p.predict([example_from_dialogue(turns)])[0]
     print(json.dumps({"label": result["labels"][0] if not p.spec.multi_label else result["labels"], **result}, indent=2))
@@ -185,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="the run's output URL (path, file://, s3://...), or an adapter folder with --model")
     e.add_argument("--model", help="base model of an adapter trained elsewhere (ChatGLM2/3 folder or hub id, GLM)")
     e.add_argument("--dataset", help="with --model: iemocap, meld, emorynlp, dailydialog, carer, goemotions, custom")
+    e.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="with --model: run-config keys for the prompt and data, e.g. prompt.history=1")
     e.add_argument("--split", choices=("train", "validation", "test"))
     e.add_argument("--data-path", help="dataset directory, if not where the run was trained")
     e.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only")
@@ -196,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", help="base model of an adapter trained elsewhere")
     pr.add_argument("--dataset", help="with --model: the dataset whose label set to use")
     pr.add_argument("--data-path", help="with --model: that dataset's directory")
+    pr.add_argument("overrides", nargs="*", metavar="key=value", help="with --model: run-config keys, e.g. "
+                    "prompt.history=1")
     pr.add_argument("--text", help="the utterance to classify")
     pr.add_argument("--speaker", help="who says it (dialogue datasets)")
     pr.add_argument("--dialogue", help='JSON file: [{"speaker": "A", "text": "..."}, ...]; the last turn is labelled')

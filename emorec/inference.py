@@ -59,7 +59,7 @@ def load_predictor(run_url: str, storage_options: dict | None = None) -> Predict
 
 
 def load_adapter_predictor(adapter: str, model_name: str, dataset: str, data_path: str | None = None,
-                           options: dict | None = None) -> tuple[Predictor, object]:
+                           overrides: list[str] = ()) -> tuple[Predictor, object]:
     """(Predictor, loaded dataset) for an adapter trained outside emorec: a peft adapter on the native model, or
     ChatGLM2/3's own layouts (peft LoRA on query_key_value, THUDM P-Tuning v2 prefix), converted exactly."""
     from .chatglm_adapters import chatglm_adapter_kind, from_chatglm_layout, source_chatglm_config
@@ -74,9 +74,10 @@ def load_adapter_predictor(adapter: str, model_name: str, dataset: str, data_pat
                               "checkpoint (config.json with pre_seq_len)")
     method = kind or ("lora" if read_json(os.path.join(adapter, "adapter_config.json")).get("peft_type") == "LORA"
                       else "ptuning")
-    cfg = build_config({"model": {"name": model_name}, "method": {"name": method},
-                        "data": {"dataset": dataset, "path": data_path or "", "options": dict(options or {})}},
-                       "command line")
+    from .config import apply_overrides
+
+    raw = {"model": {"name": model_name}, "method": {"name": method}, "data": {"dataset": dataset, "path": data_path}}
+    cfg = build_config(apply_overrides(raw, list(overrides)), "command line")
     ds = load_dataset(cfg.data.dataset, cfg.data.path, on_bad_row=cfg.data.on_bad_row, seed=cfg.seed,
                       options=cfg.data.options)
     loaded = load_model(cfg.model)

@@ -25,8 +25,12 @@ def fixtures_dir(tmp_path_factory) -> Path:
     return out
 
 
-def tiny_peft(method: str):
-    """A tiny GLM with a deterministic LoRA (non-zero, no dropout) or 4-token prefix adapter."""
+CHATGLM_REFERENCE = Path(__file__).resolve().parent / "chatglm_reference"
+
+
+def tiny_peft(method: str, model: str = "tiny-glm"):
+    """A tiny GLM (or a reference ChatGLM2/3 checkpoint, converted) with a deterministic LoRA (non-zero, no dropout)
+    or 4-token prefix adapter."""
     import torch
     from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
 
@@ -37,8 +41,14 @@ def tiny_peft(method: str):
                          target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], init_lora_weights=False)
     else:
         cfg = PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4)
+    if model == "tiny-glm":
+        base = tiny_glm(1024)
+    else:
+        from emorec.chatglm_weights import load_native
+
+        base = load_native(str(CHATGLM_REFERENCE / model))[0]
     torch.manual_seed(0)
-    return get_peft_model(tiny_glm(1024), cfg)
+    return get_peft_model(base, cfg)
 
 
 def tiny_overrides(fixtures: Path, dataset: str, method: str) -> dict:

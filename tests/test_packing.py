@@ -20,8 +20,11 @@ def features() -> list[Feature]:
     return [Feature(i, p.tolist(), a.tolist()) for i, (p, a) in enumerate(ids)]
 
 
-def peft_model(method: str):
-    return tiny_peft(method).train()
+MODELS = ["tiny-glm", "chatglm2-tiny", "chatglm3-tiny"]
+
+
+def peft_model(method: str, model: str = "tiny-glm"):
+    return tiny_peft(method, model).train()
 
 
 def grads(model) -> dict[str, torch.Tensor]:
@@ -30,9 +33,10 @@ def grads(model) -> dict[str, torch.Tensor]:
     return out
 
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("method", ["lora", "ptuning"])
-def test_packed_loss_and_grads_equal_padded(method):
-    model, fs = peft_model(method), features()
+def test_packed_loss_and_grads_equal_padded(method, model):
+    model, fs = peft_model(method, model), features()
     padded = model(**collate(fs, 0)).loss
     padded.backward()
     want = grads(model)
@@ -45,9 +49,10 @@ def test_packed_loss_and_grads_equal_padded(method):
         torch.testing.assert_close(got[name], want[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("method", ["lora", "ptuning"])
-def test_packed_logits_equal_per_sample_logits(method):
-    model, fs = peft_model(method).eval(), features()
+def test_packed_logits_equal_per_sample_logits(method, model):
+    model, fs = peft_model(method, model).eval(), features()
     with torch.no_grad():
         packed = PackedCausalLM(model)(**collate_packed(fs, 0, num_prefix_tokens(model))).logits
         alone = []
@@ -145,15 +150,15 @@ def test_packed_module_under_deepspeed(stage):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", ["tiny-glm", "chatglm2-tiny"])
 @pytest.mark.parametrize("method", ["lora", "ptuning"])
-def test_flex_block_mask_matches_dense_mask(method):
-    """The GPU path (FlexAttention BlockMask), forward only: CPU flex has no backward and compiles for ~30 s."""
-    model, fs = peft_model(method).eval(), features()
+def test_flex_block_mask_matches_dense_mask(method, model):
+    """The GPU path (FlexAttention BlockMask, rows padded to whole flex blocks), forward only: CPU flex has no
+    backward and compiles for ~30 s."""
+    model, fs = peft_model(method, model).eval(), features()
     wrapper = PackedCausalLM(model)
-    batch = collate_packed(fs, 0, num_prefix_tokens(model))
     with torch.no_grad():
-        dense = wrapper(**batch).logits
+        dense = wrapper(**collate_packed(fs, 0, num_prefix_tokens(model))).logits
         model.get_base_model().set_attn_implementation("flex_attention")
-        batch.pop("attention_mask")
-        flex = wrapper(**batch).logits
+        flex = wrapper(**collate_packed(fs, 0, num_prefix_tokens(model), dense_mask=False)).logits
     torch.testing.assert_close(flex, dense, rtol=1e-4, atol=1e-4)

@@ -1,12 +1,13 @@
 """Two gloo ranks under torchrun: a run stopped half-way and resumed equals one never stopped."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import torchrun, write_config
+from conftest import emorec, torchrun, write_config
 
 pytestmark = pytest.mark.distributed
 
@@ -23,13 +24,57 @@ def _why(r) -> str:
     return "\n".join(lines[-80:])
 
 
+CHATGLM = Path(__file__).parent / "chatglm_reference"
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 @pytest.mark.parametrize("method", ["lora", "ptuning"])
 def test_resume_after_stop_matches_uninterrupted_run(tmp_path, fixtures_dir, stage, method):
+    resume_case(tmp_path, fixtures_dir, stage, method, model=None)
+
+
+@pytest.mark.parametrize("model", ["chatglm2-tiny", "chatglm3-tiny"])
+@pytest.mark.parametrize("method", ["lora", "ptuning"])
+def test_chatglm_checkpoint_trains_resumes_and_predicts(tmp_path, fixtures_dir, model, method):
+    """model.name set to a ChatGLM2/3 checkpoint folder (converted on load on every rank), 2 ranks, ZeRO-2; then
+    emorec eval and emorec predict on the run, and on its adapter exported in ChatGLM's own layout."""
+    run = resume_case(tmp_path, fixtures_dir, 2, method, model=str(CHATGLM / model))
+    if (model, method) not in (("chatglm2-tiny", "lora"), ("chatglm3-tiny", "ptuning")):
+        return  # eval, export and predict for one checkpoint per method keep CI short
+    r = emorec("eval", str(run), "--limit", "12")
+    assert r.returncode == 0, r.stderr[-2000:]
+    own = json.loads((run / "eval-test.json").read_text())
+    assert own["n"] == 12 and own["value"] == pytest.approx(json.loads((run / "metrics.json").read_text())["value"])
+    r = emorec("export", str(run), str(tmp_path / "chatglm-layout"), "--layout", "chatglm")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = emorec("eval", str(tmp_path / "chatglm-layout"), "--model", str(CHATGLM / model), "--dataset", "meld",
+               "--data-path", str(fixtures_dir / "meld"), "--limit", "12", "prompt.history=1", "prompt.max_length=256")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["values"] == own["values"]
+    predictions = []
+    for target in ([str(run)], [str(tmp_path / "chatglm-layout"), "--model", str(CHATGLM / model), "--dataset",
+                                "meld", "--data-path", str(fixtures_dir / "meld"), "prompt.history=1",
+                                "prompt.max_length=256"]):
+        r = emorec("predict", *target, "--text", "Oh my God! This is wonderful!")
+        assert r.returncode == 0, r.stderr[-2000:]
+        predictions.append(json.loads(r.stdout))
+    assert predictions[0]["label"] == predictions[1]["label"]
+    for label, p in predictions[0]["probabilities"].items():
+        assert predictions[1]["probabilities"][label] == pytest.approx(p, abs=1e-4)
+
+
+def resume_case(tmp_path, fixtures_dir, stage, method, model):
     common = {"train": {"deepspeed": f"configs/deepspeed/zero{stage}.json", "max_steps": 8, "save_every": 2,
                         "micro_batch_size": 2, "grad_accum": 2, "warmup_steps": 2},
               "data": {"max_eval_samples": 12}}
     cfg = write_config(tmp_path / "cfg.yaml", fixtures_dir, "meld", method, **common)
+    if model:
+        import yaml
+
+        raw = yaml.safe_load(cfg.read_text())
+        raw["model"] = {"name": model}
+        raw["method"] = ({"name": "lora"} if method == "lora" else {"name": "ptuning", "ptuning": {"pre_seq_len": 8}})
+        cfg.write_text(yaml.safe_dump(raw))
     full, resumed = tmp_path / "full", tmp_path / "resumed"
 
     r = _train(cfg, f"output={full}")
@@ -64,6 +109,7 @@ def test_resume_after_stop_matches_uninterrupted_run(tmp_path, fixtures_dir, sta
 
     check_consolidation_matches_export(full, "step-0000008", a, method)
     check_peft_export_predicts_the_same(full)
+    return full
 
 
 def check_consolidation_matches_export(run, tag, exported, method):
