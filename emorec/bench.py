@@ -69,16 +69,38 @@ def settings(args: argparse.Namespace) -> Settings:
     )
 
 
-def build_model(gpu: bool):
-    """(model, pad_id, eos_id); the GPU model is GLM-4-9B-shaped, random, bf16."""
-    from transformers import GlmConfig, GlmForCausalLM
+# ChatGLM2-6B / ChatGLM3-6B as their config.json describes them (the keys the conversion reads).
+CHATGLM_6B = {"hidden_size": 4096, "num_layers": 28, "num_attention_heads": 32, "kv_channels": 128,
+              "multi_query_attention": True, "multi_query_group_num": 2, "ffn_hidden_size": 13696,
+              "padded_vocab_size": 65024, "layernorm_epsilon": 1e-5, "add_qkv_bias": True, "add_bias_linear": False,
+              "rmsnorm": True, "post_layer_norm": True, "original_rope": True, "eos_token_id": 2, "pad_token_id": 0}
+SHAPES = ("glm4-9b", "chatglm2-6b", "chatglm3-6b")
+SHAPE_LABELS = {"glm4-9b": "GLM-4-9B shape (GlmConfig defaults)", "chatglm2-6b": "ChatGLM2-6B shape (converted)",
+                "chatglm3-6b": "ChatGLM3-6B shape (converted)"}
+
+
+def shape_config(shape: str):
+    """The GlmConfig of a full-size model shape: GLM-4-9B, or ChatGLM2/3-6B mapped as `emorec convert` maps them."""
+    from transformers import GlmConfig
+
+    from .chatglm_weights import glm_config
+
+    if shape == "glm4-9b":
+        return GlmConfig()
+    version = int(shape[7])
+    return glm_config({**CHATGLM_6B, "seq_length": 32768 if version == 2 else 8192}, version, shape)
+
+
+def build_model(gpu: bool, shape: str = "glm4-9b"):
+    """(model, pad_id, eos_id); the GPU model has the full-size `shape`, random, bf16; on CPU it is tiny-glm."""
+    from transformers import GlmForCausalLM
 
     if not gpu:
         from .models import tiny_glm, tiny_tokenizer
 
         tok = tiny_tokenizer()
         return tiny_glm(len(tok)).float(), tok.pad_token_id, tok.eos_token_id
-    config = GlmConfig()
+    config = shape_config(shape)
     with torch.device("cuda"):
         model = GlmForCausalLM._from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
     eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
@@ -355,7 +377,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     if not s.gpu:
         torch.set_num_threads(1)  # tiny matmuls; a second thread only adds stalls on a shared machine
     dist = setup_distributed()
-    base, pad_id, eos = build_model(s.gpu)
+    base, pad_id, eos = build_model(s.gpu, args.shape)
     n_params = sum(p.numel() for p in base.parameters())
     dtype = next(base.parameters()).dtype
     peak = matmul_peak_flops(device, dtype)
@@ -365,7 +387,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     methods = ["lora", "ptuning"] if args.method == "both" else [args.method]
     rec = Recorder({
         "device": torch.cuda.get_device_name() if s.gpu else "cpu",
-        "model": "GLM-4-9B shape (GlmConfig defaults), random, bf16" if s.gpu else "tiny-glm, fp32",
+        "model": f"{SHAPE_LABELS[args.shape]}, random, bf16" if s.gpu else "tiny-glm, fp32",
         "base_params": n_params,
         "matmul_peak_tflops": peak / 1e12,
         "flops_per_token": "train 4N per real token, eval 2N per prompt token",
@@ -486,6 +508,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["lora", "ptuning", "both"], default="both")
+    p.add_argument("--shape", choices=SHAPES, default="glm4-9b",
+                   help="full-size model shape built on a GPU, random weights (on CPU the bench uses tiny-glm)")
     p.add_argument("--steps", type=int, default=None,
                    help="baseline steps per round, and the data size: emorec's rounds are whole epochs over the "
                         "same data (default: 10 GPU, 8 CPU; CPU takes the best of 3 rounds)")

@@ -265,3 +265,17 @@ def test_chatglm_adapter_with_unknown_keys_is_refused(tmp_path):
     base, _ = load_native(str(REF / "chatglm2-tiny"))
     with pytest.raises(CheckpointError, match="does not fit the model"):
         checked_adapter(base, str(local))
+
+
+def test_bench_shapes_are_full_size_chatglm():
+    """emorec bench --shape chatglm2-6b: the GPU model is ChatGLM2-6B as the conversion maps it (6.24 B parameters)."""
+    from transformers import GlmForCausalLM
+
+    from emorec.bench import shape_config
+
+    for shape, positions in (("chatglm2-6b", 32768), ("chatglm3-6b", 8192)):
+        config = shape_config(shape)
+        assert (config.num_key_value_heads, config.head_dim, config.max_position_embeddings) == (2, 128, positions)
+        with torch.device("meta"):
+            n = sum(p.numel() for p in GlmForCausalLM(config).parameters())
+        assert n == 6_243_584_000, (shape, n)
