@@ -55,12 +55,11 @@ def chatglm_tokenizer(
 
     vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
     extra = GLM_TOKENS + (ROLE_TOKENS if family_version == 3 else [])
-    clash = [token for token in extra if token in vocab]
-    if clash:
-        raise ConfigError(f"{path}: ChatGLM special tokens {clash} are already pieces of the model")
-    # THUDM appends its tokens after the pieces; they live in the BPE vocabulary but have no
-    # merges, so text never encodes to them.
-    vocab.update({token: len(proto.pieces) + i for i, token in enumerate(extra)})
+    # THUDM appends its tokens after the pieces; they live in the BPE vocabulary but have no merges, so text never
+    # encodes to them. A name that is already a piece (a real vocabulary may hold "sop") gets an alias for the
+    # special id, and `chatglm_special_tokens` (saved with the tokenizer) maps each name to its vocabulary entry.
+    names = {token: f"<|chatglm_{token}|>" if token in vocab else token for token in extra}
+    vocab.update({names[token]: len(proto.pieces) + i for i, token in enumerate(extra)})
     backend = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab)
 
     def piece(piece_id: int) -> str:
@@ -69,11 +68,13 @@ def chatglm_tokenizer(
     unk, bos, eos = piece(spec.unk_id), piece(spec.bos_id), piece(spec.eos_id)
     # THUDM decodes unk/bos/eos (and ChatGLM2 also its own tokens) to nothing, even when
     # special tokens are kept; ChatGLM3 writes its tokens out, even when they are skipped.
-    silent = [unk, bos, eos] + (GLM_TOKENS if family_version == 2 else [])
+    silent = [unk, bos, eos] + ([names[t] for t in GLM_TOKENS] if family_version == 2 else [])
     pattern = r"\A(?:" + "|".join(map(re.escape, silent)) + r")\z"
-    backend.decoder = decoders.Sequence([decoders.Replace(Regex(pattern), ""), backend.decoder])
+    aliases = [decoders.Replace(Regex(r"\A" + re.escape(alias) + r"\z"), token)
+               for token, alias in names.items() if alias != token]
+    backend.decoder = decoders.Sequence([decoders.Replace(Regex(pattern), ""), *aliases, backend.decoder])
 
-    prefix = ["[gMASK]", "sop"]
+    prefix = [names["[gMASK]"], names["sop"]]
     backend.post_processor = processors.TemplateProcessing(
         single=prefix + ["$A"],
         pair=prefix + ["$A", "$B", eos],
@@ -93,4 +94,5 @@ def chatglm_tokenizer(
         split_special_tokens=True,
         model_input_names=["input_ids", "attention_mask"],
         chat_format=f"chatglm{family_version}",  # saved in tokenizer_config.json; see prompts.chat_format
+        chatglm_special_tokens=names,
     )

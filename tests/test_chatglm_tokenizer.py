@@ -148,3 +148,29 @@ def test_missing_tokenizer_model_and_bad_family(tmp_path):
     assert str(tmp_path / "tokenizer.model") in str(err.value)
     with pytest.raises(ConfigError, match="family_version"):
         chatglm_tokenizer(model_dir(2), 4)
+
+
+@pytest.mark.parametrize("version", FAMILIES)
+def test_a_special_token_name_that_is_already_a_piece(version, tmp_path):
+    """A real vocabulary may hold a piece spelt like a ChatGLM token ("sop"): the piece keeps its id, the special id
+    gets an alias, and the prefix, decoding and chat prompts still use THUDM's ids."""
+    from transformers.convert_slow_tokenizer import import_protobuf
+
+    from emorec.prompts import chat_ids
+
+    proto = import_protobuf().ModelProto()
+    proto.ParseFromString((Path(model_dir(version)) / "tokenizer.model").read_bytes())
+    victim = next(i for i, p in enumerate(proto.pieces) if i > 300 and p.type == 1 and "▁" not in p.piece)
+    proto.pieces[victim].piece = "sop"
+    (tmp_path / "tokenizer.model").write_bytes(proto.SerializeToString())
+    tok = chatglm_tokenizer(str(tmp_path), version)
+    assert tok.convert_tokens_to_ids("sop") == victim
+    alias = tok.init_kwargs["chatglm_special_tokens"]["sop"]
+    assert tok.convert_tokens_to_ids(alias) == 1003
+    assert tok("hi")["input_ids"][:2] == [1001, 1003]
+    assert tok.decode([1001, 1003]) == ("" if version == 2 else "[gMASK]sop")
+    query = reference(version)["chat"]["build_prompt" if version == 2 else "build_chat_input"]["query"]
+    assert chat_ids(tok, query)[:2] == [1001, 1003]
+    tok.save_pretrained(tmp_path / "saved")
+    again = AutoTokenizer.from_pretrained(tmp_path / "saved")
+    assert again("hi")["input_ids"] == tok("hi")["input_ids"] and chat_ids(again, query) == chat_ids(tok, query)
