@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .engine import Dist
-from .errors import CheckpointError
+from .errors import CheckpointError, EmorecError
+from .redact import redact_text
 from .rng import load_rng, save_rng
-from .storage import RunStore
+from .storage import RunStore, check_relative
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ MANIFEST = "MANIFEST.json"
 STATE = "trainer_state.json"
 CURVE = "train_curve.json"
 PARTS = "parts"
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def tag_for(step: int) -> str:
@@ -75,6 +77,7 @@ class Checkpointer:
     keep_last: int
     parts_timeout_s: float = 600.0
     publisher: Publisher | None = None
+    zero_stage: int | None = None  # when known, a manifest must list every shard DeepSpeed needs at this stage
     _pool: ThreadPoolExecutor | None = None
     _pending: list[Future] = field(default_factory=list)
 
@@ -117,7 +120,7 @@ class Checkpointer:
             self._write_manifest(tag)
             with open(os.path.join(tag_dir, STATE), encoding="utf-8") as f:
                 self.store.write_json(CURVE, json.load(f)["curve"])
-            self._prune()
+            self._prune(tag)
             size = sum(meta["size"] for meta in files.values())
             log.info("checkpoint %s complete (rank 0 uploaded %.1f MB in %.1fs)", tag, size / 1e6,
                      time.perf_counter() - started)
@@ -165,41 +168,92 @@ class Checkpointer:
         tags = [t for t in self.store.listdir(CHECKPOINTS) if t.startswith("step-")]
         return [t for t in tags if self.store.exists(f"{CHECKPOINTS}/{t}/{MANIFEST}")]
 
-    def _prune(self) -> None:
-        complete = self.complete_tags()
-        if not complete:
-            return
-        newest, keep = complete[-1], set(complete[-self.keep_last:])
+    def _prune(self, saved: str) -> None:
+        """Keep the newest keep_last complete checkpoints up to the one just saved. Newer ones (left by an earlier
+        life of this run, corrupt or not) are not this save's to judge: the run overwrites them when it gets there."""
+        complete = [t for t in self.complete_tags() if t <= saved]
+        keep = set(complete[-self.keep_last:]) | {saved}
         for tag in self.store.listdir(CHECKPOINTS):
-            if not tag.startswith("step-") or tag in keep:
+            if not tag.startswith("step-") or tag in keep or tag > saved:
                 continue
-            if tag in complete or tag < newest:  # old complete ones, and partial ones a crash left behind
-                self.store.rm(f"{CHECKPOINTS}/{tag}")
+            self.store.rm(f"{CHECKPOINTS}/{tag}")  # old complete ones, and partial ones a crash left behind
 
     def resolve(self, resume: str) -> str | None:
+        """The checkpoint to resume from, verified against its manifest (every byte of it) before any model exists.
+        resume=auto takes the newest one that verifies, saying which ones it skipped and why."""
         if resume == "never":
             return None
         complete = self.complete_tags()
-        if resume == "auto":
-            return complete[-1] if complete else None
-        if resume not in complete:
+        if resume != "auto":
+            if resume not in complete:
+                raise CheckpointError(
+                    f"resume={resume!r}: no complete checkpoint of that name under {self._shown(CHECKPOINTS)} "
+                    f"(complete ones: {', '.join(complete) or 'none'})"
+                )
+            self.verify(resume)
+            return resume
+        skipped = []
+        for tag in reversed(complete):
+            try:
+                self.verify(tag)
+            except CheckpointError as e:
+                log.warning("skipping checkpoint %s: %s", tag, e)
+                skipped.append(f"{tag} ({e})")
+                continue
+            if skipped:
+                log.warning("resuming from %s, the newest checkpoint that verifies (skipped %d newer: %s)", tag,
+                            len(skipped), ", ".join(t.split(" ", 1)[0] for t in skipped))
+            return tag
+        if skipped:
             raise CheckpointError(
-                f"resume={resume!r}: no complete checkpoint of that name under {self.store.url}/{CHECKPOINTS} "
-                f"(complete ones: {', '.join(complete) or 'none'})"
+                f"resume=auto: no checkpoint under {self._shown(CHECKPOINTS)} verifies: {'; '.join(skipped)}. "
+                "Remove them, or set output to a new folder"
             )
-        return resume
+        return None
+
+    def _shown(self, rel: str) -> str:
+        return f"{redact_text(self.store.url).rstrip('/')}/{rel}"
+
+    def manifest(self, tag: str) -> dict:
+        """The checkpoint's MANIFEST.json, checked: a JSON object whose files are plain paths inside the checkpoint,
+        each with a size and a sha256, and which lists every shard DeepSpeed will ask for."""
+        rel = f"{CHECKPOINTS}/{tag}/{MANIFEST}"
+        where = self._shown(rel)
+        data = self.store.read_bytes(rel)
+        if not data.strip():
+            raise CheckpointError(f"{where}: the file is empty (expected a JSON object listing the checkpoint's files)")
+        try:
+            manifest = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{where}: not valid JSON ({e}); the manifest is truncated or corrupt") from None
+        check_manifest(manifest, where, self.zero_stage)
+        return manifest
+
+    def verify(self, tag: str) -> dict:
+        """The manifest, once every file it lists is in storage with its size and sha256 (read, not downloaded)."""
+        manifest = self.manifest(tag)
+        for rel, meta in manifest["files"].items():
+            try:
+                size, digest = self.store.digest(f"{CHECKPOINTS}/{tag}/{rel}")
+            except FileNotFoundError:
+                raise CheckpointError(f"checkpoint {tag}: its manifest lists {rel}, which is missing") from None
+            if size != meta["size"] or digest != meta["sha256"]:
+                why = f"{size} bytes, the manifest says {meta['size']}" if size != meta["size"] else "sha256 differs"
+                raise CheckpointError(f"checkpoint {tag}: {rel} does not match its manifest ({why})")
+        return manifest
 
     def download(self, tag: str) -> str:
         """Fetch a checkpoint into local scratch and check every file against the manifest."""
         remote = f"{CHECKPOINTS}/{tag}"
-        manifest = self.store.read_json(f"{remote}/{MANIFEST}")
+        manifest = self.manifest(tag)
         stage = os.path.join(self.scratch, f"load-{tag}-rank{self.dist.rank}")
         shutil.rmtree(stage, ignore_errors=True)
         tag_dir = os.path.join(stage, tag)
         for rel, meta in manifest["files"].items():
-            local = os.path.join(tag_dir, rel)
+            local = os.path.join(tag_dir, *rel.split("/"))
             self.store.get_file(f"{remote}/{rel}", local)
             if os.path.getsize(local) != meta["size"] or sha256(local) != meta["sha256"]:
+                shutil.rmtree(stage, ignore_errors=True)
                 raise CheckpointError(f"checkpoint {tag}: {rel} does not match its manifest (size or sha256)")
         return stage
 
@@ -213,7 +267,49 @@ class Checkpointer:
             load_rng(rng)
         else:
             log.warning("checkpoint %s has no RNG state for rank %d (world size changed?)", tag, self.dist.rank)
-        with open(os.path.join(tag_dir, STATE), encoding="utf-8") as f:
-            state = json.load(f)
+        try:
+            with open(os.path.join(tag_dir, STATE), encoding="utf-8") as f:
+                state = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"checkpoint {tag}: {STATE} is not valid JSON ({e})") from None
         shutil.rmtree(stage, ignore_errors=True)
         return state
+
+
+def required_files(world: int, zero_stage: int | None) -> list[str | tuple[str, ...]]:
+    """What a checkpoint of `world` ranks holds besides extras: each entry a name, or a tuple of alternatives."""
+    need: list[str | tuple[str, ...]] = [STATE, *(f"rng_rank_{r}.safetensors" for r in range(world))]
+    if zero_stage == 3:
+        need += [f"zero_pp_rank_{r}_mp_rank_00_model_states.pt" for r in range(world)]
+    elif zero_stage is not None:
+        need.append("mp_rank_00_model_states.pt")
+    if zero_stage is not None and zero_stage >= 1:
+        need += [(f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt", f"bf16_zero_pp_rank_{r}_mp_rank_00_optim_states.pt")
+                 for r in range(world)]
+    return need
+
+
+def check_manifest(manifest, where: str, zero_stage: int | None = None) -> None:
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{where}: expected a JSON object with 'files' and 'world_size', got a JSON "
+                              f"{type(manifest).__name__}")
+    files, world = manifest.get("files"), manifest.get("world_size")
+    if not isinstance(files, dict) or not files:
+        raise CheckpointError(f"{where}: key 'files' must be a non-empty object of path -> {{size, sha256}}")
+    if not isinstance(world, int) or isinstance(world, bool) or world < 1:
+        raise CheckpointError(f"{where}: key 'world_size' must be a positive integer, got {world!r}")
+    for rel, meta in files.items():
+        try:
+            check_relative(rel, f"{where}: files")
+        except EmorecError as e:
+            raise CheckpointError(str(e)) from None
+        if (not isinstance(meta, dict) or not isinstance(meta.get("size"), int) or isinstance(meta["size"], bool)
+                or meta["size"] < 0 or not isinstance(meta.get("sha256"), str) or not SHA256.fullmatch(meta["sha256"])):
+            raise CheckpointError(f"{where}: files[{rel!r}] must be {{\"size\": bytes, \"sha256\": 64 hex digits}}, "
+                                  f"got {meta!r}"[:400])
+    missing = [need if isinstance(need, str) else need[0] for need in required_files(world, zero_stage)
+               if not any(n in files for n in ((need,) if isinstance(need, str) else need))]
+    if missing:
+        stage = f"ZeRO-{zero_stage}, " if zero_stage is not None else ""
+        raise CheckpointError(f"{where}: does not list the shards {', '.join(missing)} ({stage}{world} rank(s)); "
+                              "the checkpoint is incomplete")

@@ -10,7 +10,7 @@ import torch
 
 from .config import RunConfig, build_config
 from .data.schema import DatasetSpec, Example, Turn, spec_from_json
-from .errors import CheckpointError
+from .errors import CheckpointError, EmorecError
 from .export import ADAPTER
 from .models import load_model
 from .fast_scoring import label_logprobs
@@ -49,10 +49,11 @@ def load_predictor(run_url: str, storage_options: dict | None = None) -> Predict
     raw["storage_options"] = dict(storage_options or {})
     cfg = build_config(raw, f"{run_url}/config.json")
     spec = spec_from_json(store.read_json("spec.json"))
-    loaded = load_model(cfg.model)
     local = tempfile.mkdtemp(prefix="emorec-adapter-")
     for name in store.listdir(ADAPTER):
         store.get_file(f"{ADAPTER}/{name}", os.path.join(local, name))
+    check_adapter_files(local, f"{run_url.rstrip('/')}/{ADAPTER}")
+    loaded = load_model(cfg.model)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = checked_adapter(loaded.model, local).to(device).eval()
     return Predictor(cfg, spec, model, loaded.tokenizer, device)
@@ -80,6 +81,8 @@ def load_adapter_predictor(adapter: str, model_name: str, dataset: str, data_pat
     cfg = build_config(apply_overrides(raw, list(overrides)), "command line")
     ds = load_dataset(cfg.data.dataset, cfg.data.path, on_bad_row=cfg.data.on_bad_row, seed=cfg.seed,
                       options=cfg.data.options)
+    if kind is None:
+        check_adapter_files(adapter, adapter)
     loaded = load_model(cfg.model)
     local = adapter
     if kind is not None:
@@ -89,6 +92,28 @@ def load_adapter_predictor(adapter: str, model_name: str, dataset: str, data_pat
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = checked_adapter(loaded.model, local).to(device).eval()
     return Predictor(cfg, ds.spec, model, loaded.tokenizer, device), ds
+
+
+def check_adapter_files(local: str, shown: str) -> None:
+    """A peft adapter folder whose files are whole, checked before any model loads: a cut-short or corrupt
+    adapter_model.safetensors or adapter_config.json is named, not left to fail inside peft."""
+    from safetensors import SafetensorError, safe_open
+
+    from .chatglm_weights import read_json
+
+    try:
+        read_json(os.path.join(local, "adapter_config.json"))
+    except EmorecError as e:
+        raise CheckpointError(str(e).replace(local, shown, 1)) from None
+    weights = os.path.join(local, "adapter_model.safetensors")
+    if not os.path.isfile(weights):
+        raise CheckpointError(f"{shown}/adapter_model.safetensors: missing (expected the adapter's weights)")
+    try:
+        with safe_open(weights, "pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{shown}/adapter_model.safetensors: not a readable safetensors file ({e}); the adapter "
+                              "is truncated or corrupt: export or train it again") from None
 
 
 def checked_adapter(base: torch.nn.Module, local: str) -> torch.nn.Module:

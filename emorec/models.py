@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,8 @@ LORA_TARGETS = {
 CHATGLM = ("chatglm2", "chatglm3")
 # What a hub download of a ChatGLM checkpoint may fetch: never its *.py files.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.bin", "tokenizer.model"]
+# A hub id: `name` or `org/name`. Anything else (a leading /, . or ~, more than one /) is a local path.
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9_.-]*[A-Za-z0-9_-])?")
 
 
 @dataclass
@@ -113,7 +116,7 @@ def compile_decoder_layers(model: torch.nn.Module, on: bool = True) -> None:
 
 
 def detect_family(cfg: ModelConfig) -> str:
-    from .chatglm_weights import chatglm_version, read_json
+    from .chatglm_weights import V1_KEYS, check_chatglm_config, chatglm_version, read_json
 
     if cfg.family != "auto":
         return cfg.family
@@ -121,11 +124,17 @@ def detect_family(cfg: ModelConfig) -> str:
         return "tiny"
     config_file = os.path.join(cfg.name, "config.json")
     if os.path.isfile(config_file):
-        model_type = read_json(config_file).get("model_type", "")
+        raw = read_json(config_file)
+        model_type = raw.get("model_type", "")
         if model_type == "chatglm":
-            return f"chatglm{chatglm_version(cfg.name)}"
+            if any(key in raw for key in V1_KEYS):
+                check_chatglm_config(raw, config_file)  # refuses ChatGLM-6B v1, naming the key
+            return f"chatglm{chatglm_version(cfg.name, raw)}"
     elif os.path.exists(cfg.name):
         raise ConfigError(f"model.name={cfg.name!r} is a local path without a config.json")
+    elif not HUB_ID.fullmatch(cfg.name):
+        raise ConfigError(f"model.name={cfg.name!r}: no such local folder (expected a model folder with a config.json; "
+                          "a hub id is 'name' or 'org/name')")
     else:
         lowered = cfg.name.lower()
         for family in CHATGLM:

@@ -6,6 +6,7 @@ the environment, and every rank executes this same function.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -16,17 +17,18 @@ from tqdm.auto import tqdm
 
 from .adapters import apply_adapter
 from .batches import MicroBatchOrder, collate, training_features
-from .checkpoint import Checkpointer, Publisher
+from .checkpoint import CHECKPOINTS, Checkpointer, Publisher
 from .config import RunConfig
 from .data import load_dataset
 from .data.schema import spec_to_json
 from .engine import SINGLE, create_engine, fill_ds_config, read_ds_config, setup_distributed, zero_stage
 from .evaluate import evaluate
-from .errors import DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .export import export_adapter
 from .models import check_model, compile_decoder_layers, load_model
 from .packing import PackedCausalLM, PackedOrder, Prefetcher, collate_packed, feature_length, num_prefix_tokens
-from .redact import redacted_config
+from .metrics import METRICS, PRIMARY
+from .redact import redact_text, redacted_config
 from .report import write_tensorboard
 from .scaling import Throughput, batch_counts, model_facts
 from .storage import open_store
@@ -65,21 +67,106 @@ def batching(cfg: RunConfig, features, dist, pad_id: int, num_prefix: int):
 
 
 def preflight(cfg: RunConfig):
-    """Everything that can be wrong with the user's input, checked before any process group or model."""
+    """Everything that can be wrong with the user's input, checked before any process group or model: config, data,
+    the output folder (whose run it holds), and the checkpoint to resume from, verified byte for byte.
+    Returns (store, checkpoint tag to resume from or None, dataset, train examples, held-out examples)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    fill_ds_config(read_ds_config(cfg.train.deepspeed), cfg, world, bf16=False)
+    stage = zero_stage(fill_ds_config(read_ds_config(cfg.train.deepspeed), cfg, world, bf16=False))
     check_model(cfg.model)
-    store = open_store(cfg.output, cfg.storage_options, retries=cfg.train.upload_retries,
-                       backoff_s=cfg.train.upload_backoff_s)
-    if cfg.resume not in ("auto", "never"):
-        Checkpointer(store, SINGLE, "", cfg.train.keep_last).resolve(cfg.resume)
-    return store, *load_data(cfg)
+    try:
+        store = open_store(cfg.output, cfg.storage_options, retries=cfg.train.upload_retries,
+                           backoff_s=cfg.train.upload_backoff_s)
+    except ConfigError as e:
+        raise ConfigError(f"output: {e}") from None
+    check_output(store, cfg)
+    ds, train, held_out = load_data(cfg)
+    check_metric(cfg, ds.spec)
+    tag = Checkpointer(store, SINGLE, "", cfg.train.keep_last, zero_stage=stage).resolve(cfg.resume)
+    return store, tag, ds, train, held_out
+
+
+# What makes a run the same run: resuming under any other value would mix two runs' work.
+IDENTITY = (("name",), ("data", "dataset"), ("method", "name"), ("model", "name"))
+
+
+def _at(raw, path: tuple[str, ...]):
+    for part in path:
+        raw = raw.get(part) if isinstance(raw, dict) else None
+    return raw
+
+
+def _mapping(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def differences(theirs: dict, mine: dict) -> list[str]:
+    """The identity keys in which two run configs differ (the method's own settings too, when the method is the same:
+    they shape the adapter)."""
+    keys = list(IDENTITY)
+    method = _at(mine, ("method", "name"))
+    if _at(theirs, ("method", "name")) == method:
+        fields = {**_mapping(_at(theirs, ("method", method))), **_mapping(_at(mine, ("method", method)))}
+        keys += [("method", method, f) for f in fields]
+    return [f"{'.'.join(k)} {_at(theirs, k)!r} (this config: {_at(mine, k)!r})" for k in keys
+            if _at(theirs, k) != _at(mine, k)]
+
+
+def check_output(store, cfg: RunConfig) -> None:
+    """The output folder is new, or holds this same run: never another run's checkpoints, config or results. With
+    resume=never it must hold no checkpoints at all (a fresh run's would be pruned against the old ones)."""
+    where = redact_text(store.url)
+    tags = [t for t in store.listdir(CHECKPOINTS) if t.startswith("step-")]
+    if not store.exists("config.json"):
+        if tags:
+            raise CheckpointError(f"output {where} holds checkpoints ({', '.join(tags)}) but no config.json: cannot "
+                                  "tell whose run they are. Set output to a new folder")
+        return
+    try:
+        stored = json.loads(store.read_bytes("config.json").decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{where}/config.json: not valid JSON ({e}); is output another tool's folder?") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("data"), dict):
+        raise CheckpointError(f"{where}/config.json is not an emorec run config; set output to a new folder")
+    diffs = differences(stored, redacted_config(cfg))
+    name = stored.get("name")
+    if diffs:
+        raise CheckpointError(
+            f"output {where} holds another run: '{name}' ({_at(stored, ('method', 'name'))} on "
+            f"{_at(stored, ('data', 'dataset'))}, model {_at(stored, ('model', 'name'))}); it differs in "
+            f"{'; '.join(diffs)}. Set output to a new folder, or resume that run with its own config")
+    if cfg.resume == "never" and tags:
+        raise CheckpointError(
+            f"resume=never, but output {where} already holds checkpoints {', '.join(tags)} of run '{name}': "
+            "a new run there would be pruned against them. Use resume=auto to continue it, remove them, or set output "
+            "to a new folder")
+
+
+def check_metric(cfg: RunConfig, spec) -> None:
+    key = "data.options.metric" if "metric" in cfg.data.options else f"the metric of dataset {spec.name}"
+    if spec.metric not in METRICS:
+        known = ", ".join(m + (f" (reports {PRIMARY[m]})" if PRIMARY[m] != m else "") for m in METRICS)
+        raise ConfigError(f"{key}={spec.metric!r} is not a metric emorec computes; choose one of {known}")
+    if spec.multi_label and spec.metric != "multilabel_macro_f1":
+        raise ConfigError(f"{key}={spec.metric!r}: dataset {spec.name} is multi-label, scored only with "
+                          "multilabel_macro_f1")
+
+
+def agreed(tag: str | None, dist) -> str | None:
+    """Every rank resumes from the same checkpoint, or none does."""
+    if dist.world > 1:
+        tags = [None] * dist.world
+        torch.distributed.all_gather_object(tags, tag)
+        if len(set(tags)) > 1:
+            raise CheckpointError(f"ranks chose different checkpoints to resume from ({tags}); storage changed "
+                                  "during start-up? Re-run with resume=auto")
+    return tag
 
 
 def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | None = None) -> dict:
     throughput = Throughput()
-    store, ds, train_examples, eval_examples = preflight(cfg)
+    store, tag, ds, train_examples, eval_examples = preflight(cfg)
     dist = setup_distributed()
+    tag = agreed(tag, dist)
     from transformers import set_seed
 
     set_seed(cfg.seed + dist.rank)
@@ -103,9 +190,8 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
                  cfg.name, cfg.method.name, ds.spec.name, len(features), n_train, stage, dist.world)
 
     scratch = tempfile.mkdtemp(prefix="emorec-")
-    ckpt = Checkpointer(store, dist, scratch, cfg.train.keep_last, publisher=publisher)
+    ckpt = Checkpointer(store, dist, scratch, cfg.train.keep_last, publisher=publisher, zero_stage=stage)
     state = {"step": 0, "curve": [], "elapsed_s": 0.0}
-    tag = ckpt.resolve(cfg.resume)
     if tag:
         state = ckpt.load(engine, tag)
         if dist.is_main:
@@ -178,6 +264,4 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
 
 
 def _json(obj) -> str:
-    import json
-
     return json.dumps(obj, ensure_ascii=False)
