@@ -105,10 +105,7 @@ def cmd_predict(args) -> int:
     from .inference import example_from_dialogue, load_predictor
 
     if args.dialogue:
-        with open(args.dialogue, encoding="utf-8") as f:
-            turns = json.load(f)
-        if not isinstance(turns, list) or not all(isinstance(t, dict) and "text" in t for t in turns):
-            raise EmorecError(f"{args.dialogue}: expected a JSON list of {{\"speaker\": ..., \"text\": ...}} turns")
+        turns = _read_dialogue(args.dialogue)
     elif args.text:
         turns = [{"speaker": args.speaker, "text": args.text}]
     else:
@@ -120,6 +117,47 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _read_dialogue(path: str) -> list:
+    """predict --dialogue FILE: a JSON list of turns; every defect is a one-line error naming the file."""
+    from .data import DuplicateKey, read_text, unique_object
+    from .errors import DataError
+
+    if not os.path.isfile(path):
+        raise DataError("not found (expected the --dialogue JSON file: a list of {\"speaker\": ..., \"text\": ...} "
+                        "turns)", file=path)
+    text = read_text(path)
+    try:
+        turns = json.loads(text, object_pairs_hook=unique_object)
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON: {e.msg} at column {e.colno} (expected a JSON list of "
+                        '{"speaker": ..., "text": ...} turns)', file=path, line=e.lineno) from None
+    except DuplicateKey as e:
+        raise DataError(f"key {e.key!r} appears twice in one turn (expected each key once)", file=path) from None
+    expected = 'expected a JSON list of {"speaker": ..., "text": ...} turns, the last one to be labelled'
+    if not isinstance(turns, list) or not turns:
+        raise DataError(f"{'an empty list' if turns == [] else 'not a list'}; {expected}", file=path)
+    for i, turn in enumerate(turns, 1):
+        if not isinstance(turn, dict) or not isinstance(turn.get("text"), str) or not turn["text"].strip():
+            raise DataError(f"turn {i} has no non-empty string \"text\"; {expected}", file=path)
+        unknown = sorted(set(turn) - {"speaker", "text"})
+        if unknown:
+            raise DataError(f"turn {i} has unknown key(s) {', '.join(map(repr, unknown))}; {expected}", file=path)
+        speaker = turn.get("speaker")
+        if speaker is not None and not isinstance(speaker, str):
+            raise DataError(f"turn {i}: \"speaker\" is {speaker!r}, expected a string or null", file=path)
+    return turns
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number (expected a positive integer)") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer (expected N >= 1 examples)")
+    return n
+
+
 def cmd_inspect(args) -> int:
     from .data import load_dataset
     from .data.inspect import counts, table
@@ -129,6 +167,8 @@ def cmd_inspect(args) -> int:
         from .config import parse_override
 
         key, value = parse_override(item)
+        if ".".join(key) in options:
+            raise EmorecError(f"--option {'.'.join(key)} is given twice")
         options[".".join(key)] = value
     ds = load_dataset(args.dataset, args.path, on_bad_row=args.on_bad_row, options=options)
     c = counts(ds)
@@ -139,7 +179,7 @@ def cmd_inspect(args) -> int:
 def cmd_fixtures(args) -> int:
     from .fixtures import make_all
 
-    for name, path in make_all(args.out, seed=args.seed).items():
+    for name, path in make_all(args.out, seed=args.seed, overwrite=args.overwrite).items():
         print(f"{name:12s} {path}")
     return 0
 
@@ -197,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --model: run-config keys for the prompt and data, e.g. prompt.history=1")
     e.add_argument("--split", choices=("train", "validation", "test"))
     e.add_argument("--data-path", help="dataset directory, if not where the run was trained")
-    e.add_argument("--limit", type=int, default=None, help="evaluate the first N examples only")
+    e.add_argument("--limit", type=_positive_int, default=None,
+                   help="evaluate the first N examples only (N >= 1)")
     e.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", help="label a sentence or a dialogue's last turn with a trained adapter",
@@ -225,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     f = dsub.add_parser("fixtures", help="write small synthetic files in every dataset's native format")
     f.add_argument("out")
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--overwrite", action="store_true",
+                   help="replace files already there (without it, a DIR holding any of the files is refused)")
     f.set_defaults(func=cmd_fixtures)
 
     c = sub.add_parser("config", help="print a run config with defaults and overrides applied")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import fsspec
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -17,6 +19,30 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info) -> Any:
+        """pydantic takes True as 1 for an int field; a boolean where a number is expected is a mistake."""
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            kind = _number_kind(cls.model_fields[info.field_name].annotation)
+            if kind:
+                raise ValueError(f"expected {kind}, not a boolean (YAML reads unquoted true/false, yes/no and "
+                                 "on/off as booleans)")
+        return value
+
+
+def _number_kind(annotation: Any) -> str | None:
+    """'an integer' / 'a number' when the field takes numbers but not booleans, else None."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
+        else (annotation,)
+    if bool in options:
+        return None
+    if int in options:
+        return "an integer"
+    if float in options:
+        return "a number"
+    return None
 
 
 class DataConfig(Strict):
@@ -151,8 +177,112 @@ def _format(err: ValidationError, source: str, model: type[BaseModel] | None = N
         elif e["type"] == "missing":
             lines.append(f"missing required key '{key}'")
         else:
-            lines.append(f"key '{key}': {e['msg']} (got {e.get('input')!r})")
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"key '{key}': {msg} (got {e.get('input')!r})")
     return f"{source}: " + "; ".join(lines)
+
+
+# YAML: a SafeLoader that refuses what would otherwise be read silently wrong.
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+LABEL_KEYS = ("labels", "neutral")  # option keys whose values are label names: strings, never YAML's guesses
+
+
+class YamlInputError(yaml.YAMLError):
+    """Valid YAML that would be misread: a key given twice, a label name that YAML turns into a non-string."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a key given twice (PyYAML keeps the last one silently), and
+    label names (under a `labels` or `neutral` key) that YAML reads as something other than what was written."""
+
+    root_key = ""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self._keys: dict[int, str] = {}
+        if self.root_key:  # an override's value: its key is on the command line, not in the YAML
+            _check_label_names(self.root_key, self.root_key, node)
+        _walk(node, self.root_key, self._keys, set())
+        return self.construct_document(node)
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    continue  # `<<: *base` then a key of base: YAML's documented override, not a duplicate
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader itself reports it
+                if first is not None:
+                    parent = getattr(self, "_keys", {}).get(id(node), "")
+                    name = f"{parent}.{key}" if parent else str(key)
+                    where = f"lines {first} and {line}" if first != line else f"line {line}"
+                    raise YamlInputError(f"key '{name}' appears twice ({where}); YAML would keep only the second "
+                                         "and silently drop the first: give it once")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _walk(node: yaml.Node, path: str, keys: dict[int, str], visited: set[int]) -> None:
+    """Record each mapping's dotted key (for messages) and check label names, before anything is constructed."""
+    if id(node) in visited:
+        return
+    visited.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys[id(node)] = path
+        for key_node, value in node.value:
+            name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            child = f"{path}.{name}" if path else str(name)
+            _check_label_names(str(name), child, value)
+            _walk(value, child, keys, visited)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, f"{path}[{i}]", keys, visited)
+
+
+def _check_label_names(name: str, path: str, node: yaml.Node) -> None:
+    last = name.rsplit(".", 1)[-1]
+    if last == "labels" and isinstance(node, yaml.SequenceNode):
+        items = [(f"{path}[{i}]", item) for i, item in enumerate(node.value)]
+    elif last == "neutral":
+        items = [(path, node)]
+    else:
+        return
+    for where, item in items:
+        if not isinstance(item, yaml.ScalarNode) or item.tag == _STR_TAG:
+            continue
+        value = yaml.SafeLoader("").construct_object(item, deep=True)
+        if not isinstance(value, (bool, type(None))) and isinstance(value, (int, float)) and str(value) == item.value:
+            continue  # labels: [0, 1] mean the names "0" and "1"
+        if isinstance(value, bool):
+            reads = f"the boolean {value}"
+        elif value is None:
+            reads = "null (no value)"
+        elif isinstance(value, (int, float)):
+            reads = f"the number {value}"
+        else:
+            reads = f"a {type(value).__name__}"
+        shown = item.value or "(empty)"
+        raise YamlInputError(
+            f"line {item.start_mark.line + 1}: {where} is {shown}, which YAML reads as {reads}, not as the label "
+            f"name {item.value!r}; label names must be strings: quote it ('{item.value}')")
+
+
+def _load_yaml(text: str, root_key: str = "") -> Any:
+    loader = UniqueKeyLoader(text)
+    loader.root_key = root_key
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -162,15 +292,39 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key or any(not p for p in key.split(".")):
         raise ConfigError(f"override {item!r} has an empty key part")
     try:
-        value = yaml.safe_load(raw) if raw else ""
+        value = _load_yaml(raw, root_key=key) if raw else ""
+    except YamlInputError as e:
+        raise ConfigError(f"override {item!r}: {e}".replace("line 1: ", "")) from None
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
 
 
+def _contains(value: Any, parts: tuple[str, ...]) -> bool:
+    for p in parts:
+        if not isinstance(value, dict) or p not in value:
+            return False
+        value = value[p]
+    return True
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    given: dict[tuple[str, ...], tuple[str, Any]] = {}
     for item in overrides:
         parts, value = parse_override(item)
+        key = tuple(parts)
+        for other, (other_item, other_value) in given.items():
+            name = ".".join(key)
+            if other == key:
+                raise ConfigError(f"override key '{name}' is given twice ({other_item!r} and {item!r}): "
+                                  "give it once")
+            if other[: len(key)] == key:
+                raise ConfigError(f"override {item!r} replaces the whole section '{name}', dropping "
+                                  f"{other_item!r} given before it: give each key once")
+            if key[: len(other)] == other and _contains(other_value, key[len(other):]):
+                raise ConfigError(f"override key '{name}' is given twice ({other_item!r} sets it too, and then "
+                                  f"{item!r}): give it once")
+        given[key] = (item, value)
         node = raw
         for p in parts[:-1]:
             child = node.setdefault(p, {})
@@ -181,12 +335,39 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+         (b"\xfe\xff", "UTF-16"))
+
+
+def _decode(data: bytes, path: str) -> str:
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            raise ConfigError(f"{path}: the file is {name} text (it starts with a {name} byte-order mark); config "
+                              "files must be UTF-8: save it as UTF-8")
+    if b"\x00" in data:
+        raise ConfigError(f"{path}: the file contains NUL bytes (UTF-16 or UTF-32 text without a byte-order mark, "
+                          "or not text at all); config files must be UTF-8 text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); config files must be UTF-8: "
+                          "save it as UTF-8") from None
+
+
 def read_yaml(path: str) -> dict:
     try:
-        with fsspec.open(path, "r", encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
+        with fsspec.open(path, "rb") as f:
+            data = f.read()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory (expected a YAML config file)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file ({e.strerror or e})") from None
+    try:
+        raw = _load_yaml(_decode(data, path))
+    except YamlInputError as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if raw is None:
@@ -219,4 +400,7 @@ def resolve_repo_path(path: str) -> str:
 
 
 def dump(cfg: RunConfig) -> str:
-    return json.dumps(cfg.model_dump(), indent=2)
+    """The config as `emorec config` prints it: secrets redacted, like every config emorec prints or stores."""
+    from .redact import redacted_config
+
+    return json.dumps(redacted_config(cfg), indent=2)

@@ -17,7 +17,8 @@ def quickstart(out: str, overrides: list[str] = ()) -> int:
     fixtures = f"{out.rstrip('/')}/fixtures"
     make_all(fixtures)
     log.info("fixtures written to %s", fixtures)
-    sweep = load_sweep(resolve_repo_path("configs/quickstart.yaml"),
-                       [f"output={out}", f"data_root={fixtures}", *overrides])
+    given = {o.split("=", 1)[0].strip() for o in overrides}
+    own = [o for o in (f"output={out}", f"data_root={fixtures}") if o.split("=", 1)[0] not in given]
+    sweep = load_sweep(resolve_repo_path("configs/quickstart.yaml"), [*own, *overrides])
     results = run_sweep(sweep)
     return 0 if all(r.get("status") == "ok" for r in results) else 1

@@ -7,12 +7,11 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 
-import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DataError
-from . import check_options, exists, join, open_text
+from . import DuplicateKey, check_header, check_options, exists, join, open_text, read_bytes, unique_object
 from .schema import SPLITS, DatasetSpec, Example, LoadedDataset, RowPolicy
 
 LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
@@ -91,7 +90,11 @@ def _jsonl(file: str, policy: RowPolicy) -> Iterator[Row]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=unique_object)
+            except DuplicateKey as e:
+                policy.bad("duplicate_key", f"key {e.key!r} appears twice in the object (expected text and label "
+                           "once each)", file=file, line=n)
+                continue
             except json.JSONDecodeError as e:
                 row = e
             if not isinstance(row, dict):
@@ -102,16 +105,24 @@ def _jsonl(file: str, policy: RowPolicy) -> Iterator[Row]:
 
 def _csv(file: str, policy: RowPolicy) -> Iterator[Row]:
     with open_text(file, newline="") as f:
-        reader = csv.DictReader(f)
-        _check_columns(file, reader.fieldnames or [])
-        for row in reader:
-            yield reader.line_num, row["text"], row["label"]
+        reader = csv.reader(f)
+        header = next(reader, None) or []
+        _check_columns(file, header, line=1)
+        text, label = header.index("text"), header.index("label")
+        for fields in reader:
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                policy.bad("wrong_field_count", f"{len(fields)} fields, but the header has {len(header)} "
+                           f"({', '.join(header)}); a text holding a comma or a quote must be quoted",
+                           file=file, line=reader.line_num)
+                continue
+            yield reader.line_num, fields[text], fields[label]
 
 
 def _parquet(file: str, policy: RowPolicy) -> Iterator[Row]:
     try:
-        with fsspec.open(file, "rb") as f:
-            table = pq.read_table(f)
+        table = pq.read_table(pa.BufferReader(read_bytes(file)))
     except pa.ArrowException as e:
         raise DataError(f"not a readable parquet file ({e})", file=file) from e
     _check_columns(file, table.column_names)
@@ -132,7 +143,8 @@ def _txt(file: str, policy: RowPolicy) -> Iterator[Row]:
             yield n, text, label
 
 
-def _check_columns(file: str, columns: list[str]) -> None:
+def _check_columns(file: str, columns: list[str], line: int | None = None) -> None:
+    check_header(list(columns), file, line=line)
     for column in ("text", "label"):
         if column not in columns:
             raise DataError(f"no column {column!r} (expected text and label; found: {', '.join(columns) or 'none'})",

@@ -52,6 +52,13 @@ def _load_split(root: str, split: str, policy: RowPolicy) -> list[Example]:
         if not exists(f):
             raise DataError(f"not found: {f} (expected the DailyDialog {split} split)")
     texts, emotions = _trim(read_lines(text_file)), _trim(read_lines(emo_file))
+    if len(texts) != len(emotions):
+        # A file-level defect, never a skippable row: a line missing anywhere pairs every later dialogue with the
+        # wrong labels.
+        shorter, longer = (text_file, emo_file) if len(texts) < len(emotions) else (emo_file, text_file)
+        n = min(len(texts), len(emotions)) + 1
+        raise DataError(f"line {n} has no matching line in {shorter} (expected both files to have the same number "
+                        f"of lines: {len(texts)} vs {len(emotions)})", file=longer, line=n)
     examples: list[Example] = []
     for n in range(1, max(len(texts), len(emotions)) + 1):
         if n > len(texts) or n > len(emotions):

@@ -9,7 +9,7 @@ from typing import Any
 from fsspec import AbstractFileSystem
 
 from ..errors import DataError
-from . import fixed_split_files
+from . import DuplicateKey, fixed_split_files, read_text, unique_object
 from .schema import DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
 
 _LABELS = ("Joyful", "Mad", "Peaceful", "Neutral", "Sad", "Powerful", "Scared")
@@ -38,13 +38,14 @@ def load(path: str, *, on_bad_row: str = "error", seed: int = 0, **options) -> L
 
 
 def _read_split(fs: AbstractFileSystem, file: str, policy: RowPolicy) -> list[Example]:
+    text = read_text(file, fs)
     try:
-        with fs.open(file, "r", encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads(text, object_pairs_hook=unique_object)
     except json.JSONDecodeError as error:
         raise DataError(f"invalid JSON: {error.msg} (column {error.colno})", file=file, line=error.lineno) from None
-    except UnicodeDecodeError as error:
-        raise DataError(f"is not UTF-8 text ({error.reason} at byte {error.start})", file=file) from None
+    except DuplicateKey as error:
+        raise DataError(f"key {error.key!r} appears twice in one JSON object; a JSON reader would keep only the "
+                        "last one and drop the other silently: give it once", file=file) from None
     episodes = data.get("episodes") if isinstance(data, dict) else None
     if not isinstance(episodes, list):
         raise DataError('expected a top-level object {"episodes": [...]}', file=file)

@@ -42,13 +42,45 @@ def resolve(path: str) -> str:
 
 
 def read_labels(file: str) -> tuple[str, ...]:
-    labels = tuple(line.strip() for line in read_lines(file) if line.strip())
+    """emotions.txt: one name per line; a label id is a line position, so any gap or shift is a file-level error."""
+    lines = [line.strip() for line in read_lines(file)]
+    while lines and not lines[-1]:
+        lines.pop()
+    blank = next((n for n, line in enumerate(lines, 1) if not line), None)
+    if blank is not None:
+        raise DataError("blank line inside the label list; label ids are line positions, so it is ambiguous "
+                        "whether it is a label (expected one emotion name per line)", file=file, line=blank)
+    labels = tuple(lines)
     if not labels:
         raise DataError("no labels (expected one emotion name per line)", file=file)
     dupes = sorted(label for label, k in Counter(labels).items() if k > 1)
     if dupes:
         raise DataError(f"duplicate labels {', '.join(dupes)} (expected each emotion once)", file=file)
+    _check_against_release(labels, file)
     return labels
+
+
+def _check_against_release(labels: tuple[str, ...], file: str) -> None:
+    """A file that shares most of the release's 28 names is meant to be the release's emotions.txt: it must then
+    list them exactly, in order (extra names after them are allowed). A smaller taxonomy (e.g. Ekman's 6 plus
+    neutral) shares few names and is used as it is."""
+    shared = [label for label in labels if label in LABELS]
+    if len(shared) * 2 <= len(LABELS) or labels[: len(LABELS)] == LABELS:
+        return
+    missing = [label for label in LABELS if label not in labels]
+    for n, (got, want) in enumerate(zip(labels, LABELS), 1):
+        if got != want:
+            break
+    else:
+        n, got, want = len(labels) + 1, None, LABELS[len(labels)]
+    problem = (f"it lacks {', '.join(missing)}" if missing else "its names are in another order") + (
+        f"; line {n} is {got!r} where the release has {want!r}" if got is not None else
+        f"; it ends at line {n - 1}, before the release's {want!r}")
+    raise DataError(
+        f"lists {len(labels)} labels, {len(shared)} of them GoEmotions emotions, but not the release's "
+        f"{len(LABELS)} in the release's order: {problem}. Label ids in the .tsv files are line positions in "
+        f"this file, so every id from there on would name the wrong emotion or none: restore the release's "
+        f"emotions.txt ({', '.join(LABELS[:3])}, ..., {LABELS[-1]})", file=file)
 
 
 def load(path: str, *, on_bad_row: str = "error", seed: int = 0, **options) -> LoadedDataset:

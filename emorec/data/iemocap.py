@@ -10,6 +10,7 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 from ..errors import DataError
+from . import check_encoding, read_bytes
 from .schema import DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
 
 SPEC = DatasetSpec(
@@ -97,58 +98,86 @@ def _txt_files(fs: AbstractFileSystem, directory: str, root: str) -> dict[str, s
     return files
 
 
+ENCODING = "ASCII (latin-1)"
+
+
+def _read_latin1(fs: AbstractFileSystem, file: str) -> list[str]:
+    """The release's text files are ASCII with a few latin-1 letters; latin-1 decodes any bytes, so UTF-16/32
+    (or a binary file) must be refused here, or its lines would match nothing and its turns be lost silently."""
+    data = read_bytes(file, fs)
+    check_encoding(data, file, expected=ENCODING)
+    text = data.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # as text mode reads it: \n, \r, \r\n
+
+
 def _read_evaluation(
     fs: AbstractFileSystem, file: str, policy: RowPolicy, skipped: Counter
 ) -> dict[str, str | None]:
     """Turn id -> used label, or None for a turn whose label is unused (or bad and skipped)."""
     labels: dict[str, str | None] = {}
-    with fs.open(file, "r", encoding="latin-1") as f:
-        for number, line in enumerate(f, 1):
-            if not line.startswith("["):
-                continue
-            match = _EVAL_LINE.match(line)
-            if match is None:
-                policy.bad(
-                    "malformed evaluation line",
-                    f"expected '[start - end]<TAB>turn id<TAB>label<TAB>[v, a, d]', got {line.strip()!r}",
-                    file=file, line=number,
-                )
-                continue
-            turn_id, code = match.group(3), match.group(4)
-            if not _TURN_ID.fullmatch(turn_id):
-                policy.bad(
-                    "malformed turn id",
-                    f"turn id {turn_id!r} does not end in _F or _M and a 3-digit number",
-                    file=file, line=number,
-                )
-                continue
+    lines = _read_latin1(fs, file)
+    if not any(line.startswith("[") for line in lines):
+        raise DataError("no evaluation lines (expected lines like '[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>"
+                        f"neu<TAB>[2.5000, 2.5000, 2.5000]' in {ENCODING} text)", file=file)
+    first_line: dict[str, int] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.startswith("["):
+            continue
+        match = _EVAL_LINE.match(line)
+        if match is None:
+            policy.bad(
+                "malformed evaluation line",
+                f"expected '[start - end]<TAB>turn id<TAB>label<TAB>[v, a, d]', got {line.strip()!r}",
+                file=file, line=number,
+            )
+            continue
+        turn_id, code = match.group(3), match.group(4)
+        if not _TURN_ID.fullmatch(turn_id):
+            policy.bad(
+                "malformed turn id",
+                f"turn id {turn_id!r} does not end in _F or _M and a 3-digit number",
+                file=file, line=number,
+            )
+            continue
+        if turn_id in first_line:
+            policy.bad(
+                "duplicate turn id",
+                f"turn {turn_id} is evaluated twice (first at line {first_line[turn_id]}), so its label is "
+                "ambiguous (expected each turn once)",
+                file=file, line=number,
+            )
             labels[turn_id] = None
-            if code in SPEC.labels:
-                labels[turn_id] = code
-            elif code in UNUSED:
-                skipped[f"unused label {code}"] += 1
-            else:
-                policy.bad(
-                    "unknown label",
-                    f"label {code!r} of {turn_id} is not one of {', '.join(SPEC.labels)} "
-                    f"(or the unused {', '.join(UNUSED)})",
-                    file=file, line=number,
-                )
+            continue
+        first_line[turn_id] = number
+        labels[turn_id] = None
+        if code in SPEC.labels:
+            labels[turn_id] = code
+        elif code in UNUSED:
+            skipped[f"unused label {code}"] += 1
+        else:
+            policy.bad(
+                "unknown label",
+                f"label {code!r} of {turn_id} is not one of {', '.join(SPEC.labels)} "
+                f"(or the unused {', '.join(UNUSED)})",
+                file=file, line=number,
+            )
     return labels
 
 
 def _read_transcription(fs: AbstractFileSystem, file: str, skipped: Counter) -> list[tuple[float, str, str]]:
     """(start time, turn id, text) of every real turn, in time order."""
     turns = []
-    with fs.open(file, "r", encoding="latin-1") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            match = _TRANSCRIPT_LINE.fullmatch(line.strip())
-            if match is None or not _TURN_ID.fullmatch(match.group(1)) or not match.group(4).strip():
-                skipped["non-turn line"] += 1
-                continue
-            turns.append((float(match.group(2)), match.group(1), match.group(4).strip()))
+    for line in _read_latin1(fs, file):
+        if not line.strip():
+            continue
+        match = _TRANSCRIPT_LINE.fullmatch(line.strip())
+        if match is None or not _TURN_ID.fullmatch(match.group(1)) or not match.group(4).strip():
+            skipped["non-turn line"] += 1
+            continue
+        turns.append((float(match.group(2)), match.group(1), match.group(4).strip()))
+    if not turns:
+        raise DataError(f"no turns (expected lines like 'Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.' in "
+                        f"{ENCODING} text)", file=file)
     turns.sort(key=lambda turn: turn[0])
     return turns
 

@@ -8,7 +8,7 @@ from collections import Counter
 from fsspec import AbstractFileSystem
 
 from ..errors import DataError
-from . import fixed_split_files
+from . import check_header, fixed_split_files, open_text
 from .schema import DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
 
 _LABELS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")
@@ -57,25 +57,23 @@ def _as_byte(char: str) -> bytes:
 
 def _read_split(fs: AbstractFileSystem, file: str, policy: RowPolicy) -> list[Example]:
     dialogues: dict[int, dict[int, tuple[str | None, str, str | None]]] = {}
-    try:
-        with fs.open(file, "r", encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            header = [column.strip() for column in next(reader, [])]
-            if not header:
-                raise DataError(f"file is empty; expected the header {','.join(HEADER)}", file=file, line=1)
-            for column in _USED:
-                if column not in header:
-                    raise DataError(
-                        f"header lacks column {column!r}; expected {','.join(HEADER)}", file=file, line=1
-                    )
-            index = {column: header.index(column) for column in _USED}
-            start = reader.line_num + 1
-            for row in reader:
-                line, start = start, reader.line_num + 1
-                if row:
-                    _read_row(row, header, index, dialogues, policy, file, line)
-    except UnicodeDecodeError as error:
-        raise DataError(f"is not UTF-8 text ({error.reason} at byte {error.start})", file=file) from None
+    with open_text(file, newline="", fs=fs) as f:
+        reader = csv.reader(f)
+        header = [column.strip() for column in next(reader, [])]
+        if not header:
+            raise DataError(f"file is empty; expected the header {','.join(HEADER)}", file=file, line=1)
+        check_header(header, file, line=1)
+        for column in _USED:
+            if column not in header:
+                raise DataError(
+                    f"header lacks column {column!r}; expected {','.join(HEADER)}", file=file, line=1
+                )
+        index = {column: header.index(column) for column in _USED}
+        start = reader.line_num + 1
+        for row in reader:
+            line, start = start, reader.line_num + 1
+            if row:
+                _read_row(row, header, index, dialogues, policy, file, line)
 
     examples = []
     for dialogue_id in sorted(dialogues):

@@ -90,14 +90,14 @@ def test_out_of_range_and_non_integer_labels(tmp_path):
     assert ds.skipped == {"bad_label": 2}
 
 
-def test_differing_line_counts_are_reported(tmp_path):
+def test_differing_line_counts_are_a_file_error_even_under_skip(tmp_path):
+    """A line missing anywhere would shift every later dialogue's labels: never a skippable row."""
     base = write_release(tmp_path, {"test": ("A . __eou__\nB . __eou__\n", "0\n")})
-    with pytest.raises(DataError) as e:
-        load(str(base))
-    msg = str(e.value)
-    assert "dialogues_test.txt line 2" in msg and "dialogues_emotion_test.txt" in msg and "2 vs 1" in msg
-    ds = load(str(base), on_bad_row="skip")
-    assert len(ds.splits["test"]) == 1 and ds.skipped == {"line_count_mismatch": 1}
+    for policy in ("error", "skip"):
+        with pytest.raises(DataError) as e:
+            load(str(base), on_bad_row=policy)
+        msg = str(e.value)
+        assert "dialogues_test.txt line 2" in msg and "dialogues_emotion_test.txt" in msg and "2 vs 1" in msg
 
 
 def test_missing_release_and_missing_split(tmp_path):
