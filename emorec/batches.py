@@ -6,6 +6,7 @@ number of micro-batches consumed: no sampler state has to be saved.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,8 @@ from .prompts import answer_ids, encode_prompt
 
 IGNORE = -100
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Feature:
@@ -25,13 +28,39 @@ class Feature:
     answer_ids: list[int]
 
 
+@dataclass(frozen=True)
+class EncodedExamples:
+    prompts: list[list[int]]
+    answers: dict[str, list[int]]
+    cut: int  # examples whose target utterance was cut (its end kept) to fit prompt.max_length
+
+
+def encode_all(examples: list[Example], spec: DatasetSpec, tokenizer, cfg: PromptConfig) -> EncodedExamples:
+    """Prompt ids for every example (context trimmed, then the target's start, to fit beside the longest answer),
+    the answers, and how many targets were cut; a prompt that cannot fit at all is a ConfigError."""
+    answers = answer_ids(tokenizer, spec)
+    longest = max(len(a) for a in answers.values())
+    budget = cfg.max_length - longest
+    encoded = [encode_prompt(ex, spec, tokenizer, cfg, budget) for ex in examples]
+    for ex, enc in zip(examples, encoded):
+        if enc.over_budget:
+            raise ConfigError(
+                f"prompt.max_length={cfg.max_length} is too small for {spec.name}: the prompt of example {ex.id!r} "
+                f"takes about {enc.fixed_tokens} tokens besides the utterance, and the longest answer {longest}; set "
+                f"prompt.max_length to at least {enc.fixed_tokens + longest + 16}")
+    cut = sum(enc.target_cut > 0 for enc in encoded)
+    if cut:
+        log.warning("%d of %d %s examples are longer than prompt.max_length=%d allows even without context: their "
+                    "utterance was cut to its last tokens", cut, len(examples), spec.name, cfg.max_length)
+    return EncodedExamples([enc.prompt_ids for enc in encoded], answers, cut)
+
+
 def encode_examples(
     examples: list[Example], spec: DatasetSpec, tokenizer, cfg: PromptConfig
 ) -> tuple[list[list[int]], dict[str, list[int]]]:
-    """Prompt ids for every example (context trimmed to fit beside the longest answer) and the answers."""
-    answers = answer_ids(tokenizer, spec)
-    budget = cfg.max_length - max(len(a) for a in answers.values())
-    return [encode_prompt(ex, spec, tokenizer, cfg, budget).prompt_ids for ex in examples], answers
+    """Prompt ids for every example and the answers (see encode_all; a cut is logged)."""
+    out = encode_all(examples, spec, tokenizer, cfg)
+    return out.prompts, out.answers
 
 
 def training_features(examples: list[Example], spec: DatasetSpec, tokenizer, cfg: PromptConfig) -> list[Feature]:

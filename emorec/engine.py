@@ -74,15 +74,46 @@ def setup_distributed() -> Dist:
     return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size(), local_rank)
 
 
+DS_SECTIONS = ("zero_optimization", "optimizer", "scheduler", "bf16", "fp16")  # mappings when present
+
+
 def read_ds_config(path: str) -> dict:
+    """The DeepSpeed JSON at `path` (resolved like every shipped config), as a mapping, or a ConfigError naming it."""
     resolved = resolve_repo_path(path)
     try:
         with open(resolved, encoding="utf-8") as f:
-            return json.load(f)
+            raw = json.load(f)
     except FileNotFoundError:
         raise ConfigError(f"train.deepspeed: DeepSpeed config not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"train.deepspeed: {resolved} is a directory, expected a DeepSpeed JSON file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"train.deepspeed: {resolved}: not a UTF-8 text file (byte {e.start}); expected a DeepSpeed "
+                          "JSON object") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"train.deepspeed: {resolved} line {e.lineno}: not valid JSON: {e.msg}") from None
+    except OSError as e:
+        raise ConfigError(f"train.deepspeed: {resolved}: cannot be read ({e.strerror or e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"train.deepspeed: {resolved}: expected a JSON object ({{\"zero_optimization\": ...}}), "
+                          f"got a JSON {_json_kind(raw)}")
+    for key in DS_SECTIONS:
+        if key in raw and not isinstance(raw[key], dict):
+            raise ConfigError(f"train.deepspeed: {resolved}: '{key}' must be a JSON object, got a JSON "
+                              f"{_json_kind(raw[key])}")
+    for section in ("optimizer", "scheduler"):
+        if "params" in raw.get(section, {}) and not isinstance(raw[section]["params"], dict):
+            raise ConfigError(f"train.deepspeed: {resolved}: '{section}.params' must be a JSON object, got a JSON "
+                              f"{_json_kind(raw[section]['params'])}")
+    stage = raw.get("zero_optimization", {}).get("stage", 0)
+    if stage != "auto" and (isinstance(stage, bool) or stage not in (0, 1, 2, 3)):
+        raise ConfigError(f"train.deepspeed: {resolved}: zero_optimization.stage must be 0-3, got {stage!r}")
+    return raw
+
+
+def _json_kind(value) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")
 
 
 def fill_ds_config(raw: dict, cfg: RunConfig, world: int, bf16: bool) -> dict:
@@ -115,7 +146,7 @@ def fill_ds_config(raw: dict, cfg: RunConfig, world: int, bf16: bool) -> dict:
 
     walk(ds, "")
     stage = ds.get("zero_optimization", {}).get("stage", 0)
-    if stage not in (0, 1, 2, 3):
+    if isinstance(stage, bool) or stage not in (0, 1, 2, 3):
         raise ConfigError(f"train.deepspeed: zero_optimization.stage must be 0-3, got {stage!r}")
     return ds
 

@@ -70,13 +70,13 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     return out
 
 
-def make_trainer(cfg: RunConfig, *, callbacks=None, credentials: dict[str, str] | None = None):
+def make_trainer(cfg: RunConfig, *, callbacks=None, credentials: dict[str, str] | None = None, store=None):
     """A TorchTrainer for this run. Credentials and storage_options travel as an object ref, not as config."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    store = open_store(cfg.output, cfg.storage_options)
+    store = store or open_store(cfg.output, cfg.storage_options)
     rc = cfg.ray
     resources = {"CPU": rc.cpus_per_worker}
     if rc.use_gpu:
@@ -106,9 +106,10 @@ def run_job(cfg: RunConfig, *, callbacks=None, credentials: dict[str, str] | Non
     install(credentials)
     preflight(cfg)
     started = time.perf_counter()
-    with hidden_from_ray() as creds:
-        trainer = make_trainer(cfg, callbacks=callbacks, credentials={**creds, **(credentials or {})})
+    store = open_store(cfg.output, cfg.storage_options)
+    with hidden_from_ray(store.fs) as creds:  # Ray Train's storage is this filesystem: connected first
+        trainer = make_trainer(cfg, callbacks=callbacks, credentials={**creds, **(credentials or {})}, store=store)
         trainer.fit()
-    metrics = open_store(cfg.output, cfg.storage_options).read_json("metrics.json")
+    metrics = store.read_json("metrics.json")
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)
     return metrics

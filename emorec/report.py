@@ -25,7 +25,7 @@ import re
 import tempfile
 from typing import Any
 
-from .errors import EmorecError
+from .errors import DataError, EmorecError
 from .storage import RunStore, open_store
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,117 @@ def published(dataset: str, metric: str) -> dict[str, Any]:
 # Reading a run or sweep
 # --------------------------------------------------------------------------------------------------
 
-def _try_json(store: RunStore, rel: str):
+def _url(store: RunStore, rel: str) -> str:
+    return f"{store.url.rstrip('/')}/{rel}" if rel else store.url
+
+
+def _try_json(store: RunStore, rel: str, *, strict: bool = True):
+    """The JSON at `rel`, or None where there is no such file. A file that is not JSON (or is JSON null) is an error
+    naming it (`strict`, for the files a report is made of), or a warning and None."""
     try:
-        return store.read_json(rel)
-    except (FileNotFoundError, OSError):
+        data = store.read_json(rel)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
-    except json.JSONDecodeError as e:
-        log.warning("%s: not valid JSON (%s); skipped", store.path(rel), e)
+    except OSError as e:
+        if strict:
+            raise DataError(f"cannot be read ({type(e).__name__}: {e})", file=_url(store, rel)) from None
         return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        if strict:
+            raise DataError(f"not valid JSON ({e})", file=_url(store, rel)) from None
+        log.warning("%s: not valid JSON (%s); skipped", _url(store, rel), e)
+        return None
+    if data is None and strict:
+        raise DataError("holds JSON null, expected a JSON object or array", file=_url(store, rel))
+    return data
+
+
+# The keys a report reads from a metrics.json or a results.json row, and what each must be (null is allowed).
+_STR_KEYS = ("name", "dataset", "method", "metric", "primary", "split", "status", "error")
+_NUMBER_KEYS = ("value", "final_loss", "train_seconds", "wall_seconds", "samples_per_s", "tokens_per_s", "step_time_s",
+                "step_time_mean_s", "time_to_first_step_s")
+_INT_KEYS = ("n", "steps", "world_size", "workers", "trainable_params", "total_params", "param_bytes", "grad_bytes",
+             "zero_stage", "micro_batch_size", "grad_accum")
+
+
+def _kind(value) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _bad(where: str, key: str, expected: str, value) -> DataError:
+    shown = json.dumps(value)[:60] if not isinstance(value, (dict, list)) else _kind(value)
+    return DataError(f"key '{key}' must be {expected}, got {shown}", file=where)
+
+
+def check_metrics(data, where: str, *, prefix: str = "") -> dict:
+    """`data` as read from a metrics.json (or one job row of a results.json) if it has the shape a report reads,
+    else a DataError naming the file `where` and the key."""
+    if not isinstance(data, dict):
+        what = f"key '{prefix.rstrip('.')}' must be" if prefix else "expected"
+        raise DataError(f"{what} a JSON object of run metrics, got {_kind(data)}", file=where)
+    for key in _STR_KEYS:
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise _bad(where, prefix + key, "a string", data[key])
+    for key in _NUMBER_KEYS:
+        if data.get(key) is not None and not _is_number(data[key]):
+            raise _bad(where, prefix + key, "a number", data[key])
+    for key in _INT_KEYS:
+        v = data.get(key)
+        if v is not None and not (_is_number(v) and float(v).is_integer() and v >= 0):
+            raise _bad(where, prefix + key, "a whole number >= 0", v)
+    name = data.get("name")
+    if name is not None and (not name or "/" in name or "\\" in name or name in (".", "..")):
+        raise _bad(where, prefix + "name", "a job name (one directory of the sweep)", name)
+    values = data.get("values")
+    if values is not None:
+        if not isinstance(values, dict):
+            raise _bad(where, prefix + "values", "an object of metric -> number", values)
+        for k, v in values.items():
+            if v is not None and not _is_number(v):
+                raise _bad(where, f"{prefix}values.{k}", "a number", v)
+    labels = data.get("labels")
+    if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+        raise _bad(where, prefix + "labels", "an array of label names", labels)
+    cm = data.get("confusion_matrix")
+    if cm is not None and labels is not None:
+        n = len(labels or [])
+        square = isinstance(cm, list) and len(cm) == n and all(
+            isinstance(r, list) and len(r) == n and all(_is_number(x) for x in r) for r in cm)
+        per_label = isinstance(cm, list) and len(cm) == n and all(
+            isinstance(m, list) and len(m) == 2 and all(isinstance(r, list) and len(r) == 2
+                                                        and all(_is_number(x) for x in r) for r in m) for m in cm)
+        if not (square or per_label):
+            raise DataError(f"key '{prefix}confusion_matrix' must be a {n} x {n} array of counts (one row per label "
+                            f"in 'labels'), or {n} x 2 x 2 for a multi-label run", file=where)
+    return data
+
+
+def check_results(data, where: str) -> dict:
+    """A sweep's results.json: {"jobs": [row, ...], ...}, each row shaped like a metrics.json."""
+    if not isinstance(data, dict):
+        raise DataError(f"expected a JSON object {{\"jobs\": [...], ...}}, got {_kind(data)}", file=where)
+    jobs = data.get("jobs")
+    if not isinstance(jobs, list):
+        raise _bad(where, "jobs", "an array of job rows", jobs)
+    for i, row in enumerate(jobs):
+        check_metrics(row, where, prefix=f"jobs[{i}].")
+    for key in ("makespan_s",):
+        if data.get(key) is not None and not _is_number(data[key]):
+            raise _bad(where, key, "a number", data[key])
+    if data.get("max_concurrent") is not None and not (isinstance(data["max_concurrent"], int)
+                                                       and not isinstance(data["max_concurrent"], bool)):
+        raise _bad(where, "max_concurrent", "a whole number", data["max_concurrent"])
+    return data
+
+
+def _metrics(store: RunStore, rel: str):
+    data = _try_json(store, rel)
+    return None if data is None else check_metrics(data, _url(store, rel))
 
 
 def load_results(store: RunStore) -> dict[str, Any]:
@@ -85,22 +188,24 @@ def load_results(store: RunStore) -> dict[str, Any]:
     (with the sweep's status/error) and "_dir", the job's directory relative to the store root."""
     sweep = _try_json(store, "results.json")
     if sweep is not None:
+        check_results(sweep, _url(store, "results.json"))
         rows = []
-        for row in sweep.get("jobs", []):
-            name = row.get("name", "?")
-            metrics = _try_json(store, f"{name}/metrics.json") if row.get("status", "ok") == "ok" else None
-            rows.append({**row, **(metrics or {}), "status": row.get("status", "ok"), "_dir": name,
+        for row in sweep["jobs"]:
+            name = row.get("name") or "?"
+            metrics = _metrics(store, f"{name}/metrics.json") if row.get("status", "ok") == "ok" and name != "?" \
+                else None
+            rows.append({**row, **(metrics or {}), "status": row.get("status") or "ok", "_dir": name,
                          "model": _model_name(store, name)})
         meta = {k: v for k, v in sweep.items() if k != "jobs"}
         return {"kind": "sweep", "jobs": rows, "meta": meta}
-    single = _try_json(store, "metrics.json")
+    single = _metrics(store, "metrics.json")
     if single is not None:
         return {"kind": "run", "jobs": [{**single, "status": "ok", "_dir": "", "model": _model_name(store, "")}],
                 "meta": {}}
     rows = []
     for name in store.listdir():
-        metrics = _try_json(store, f"{name}/metrics.json")
-        if isinstance(metrics, dict):
+        metrics = _metrics(store, f"{name}/metrics.json")
+        if metrics is not None:
             rows.append({**metrics, "status": "ok", "_dir": name, "model": _model_name(store, name)})
     if rows:
         return {"kind": "sweep", "jobs": rows, "meta": {"partial": True}}
@@ -108,14 +213,24 @@ def load_results(store: RunStore) -> dict[str, Any]:
 
 
 def _model_name(store: RunStore, job_dir: str) -> str | None:
-    cfg = _try_json(store, posixpath.join(job_dir, "config.json") if job_dir else "config.json")
-    return cfg.get("model", {}).get("name") if isinstance(cfg, dict) else None
+    cfg = _try_json(store, posixpath.join(job_dir, "config.json") if job_dir else "config.json", strict=False)
+    model = cfg.get("model") if isinstance(cfg, dict) else None
+    name = model.get("name") if isinstance(model, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _curve(store: RunStore, row: dict) -> list[list[float]]:
     rel = posixpath.join(row["_dir"], "train_curve.json") if row["_dir"] else "train_curve.json"
-    curve = _try_json(store, rel)
-    return [list(p) for p in curve] if isinstance(curve, list) else []
+    return _checked_curve(_try_json(store, rel), _url(store, rel))
+
+
+def _checked_curve(curve, where: str) -> list[list[float]]:
+    if curve is None:
+        return []
+    if not (isinstance(curve, list) and all(isinstance(p, list) and len(p) == 2 and all(_is_number(x) for x in p)
+                                            for p in curve)):
+        raise DataError("expected a training curve: an array of [step, loss] pairs", file=where)
+    return [list(p) for p in curve]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,9 +380,9 @@ def write_tensorboard(store: RunStore | str, curve: list | None = None, metrics:
     if isinstance(store, str):
         store = open_store(store, storage_options)
     if curve is None:
-        curve = _try_json(store, "train_curve.json") or []
+        curve = _checked_curve(_try_json(store, "train_curve.json"), _url(store, "train_curve.json"))
     if metrics is None:
-        metrics = _try_json(store, "metrics.json") or {}
+        metrics = _metrics(store, "metrics.json") or {}
     from torch.utils.tensorboard import SummaryWriter
 
     written = []
@@ -316,6 +431,8 @@ def build_report(run_url: str, out: str | None = None, *, storage_options: dict 
     dest = open_store(out_url, storage_options)
     written: dict[str, Any] = {"out": out_url, "confusion": [], "tensorboard": []}
 
+    # Every file the report reads is read (and its shape checked) before anything is written.
+    curves = {str(j.get("name")): _curve(store, j) for j in jobs if j.get("status", "ok") == "ok"}
     rows = result_rows(jobs)
     dest.write_bytes("results.csv", to_csv(rows, RESULT_COLUMNS))
     written["results_csv"] = dest.path("results.csv")
@@ -329,7 +446,6 @@ def build_report(run_url: str, out: str | None = None, *, storage_options: dict 
             written["confusion"].append(rel)
             confusion_links.append((job.get("name"), rel))
 
-    curves = {str(j.get("name")): _curve(store, j) for j in jobs if j.get("status", "ok") == "ok"}
     curves_image = curves_png(curves)
     if curves_image:
         dest.write_bytes("train_curves.png", curves_image)

@@ -15,6 +15,7 @@ environment or instance role, or the sweep's storage_options.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -22,6 +23,7 @@ import os
 import re
 import secrets
 import shlex
+import socket
 import sys
 import time
 from pathlib import Path
@@ -214,18 +216,91 @@ def assert_no_secrets(kwargs: dict[str, Any]) -> None:
 # Talking to the cluster
 # --------------------------------------------------------------------------------------------------
 
+CONNECT_TIMEOUT_S = 10.0  # one TCP connect to a cluster's address; Ray's own connect retries for minutes
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ray": 10001, "": 6379}  # "": a bare GCS address, host[:port]
+ADDRESS_VARS = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """(host, port) of a Ray address (http(s)://HOST:PORT, ray://HOST:PORT or HOST:PORT), or None for the ones Ray
+    resolves itself (auto, local)."""
+    from urllib.parse import urlsplit
+
+    if address in ("auto", "local"):
+        return None
+    scheme = address.split("://", 1)[0].lower() if "://" in address else ""
+    if scheme not in _DEFAULT_PORTS:
+        raise ConfigError(f"Ray address {_redact_url(address)!r}: expected http://HOST:PORT (the dashboard), "
+                          "ray://HOST:PORT or HOST:PORT (the cluster's GCS)")
+    parts = urlsplit(address if scheme else f"//{address}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if not parts.hostname or port == -1:
+        raise ConfigError(f"Ray address {_redact_url(address)!r}: expected HOST:PORT with a port number")
+    return parts.hostname, port or _DEFAULT_PORTS[scheme]
+
+
+def check_reachable(address: str, source: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """One bounded TCP connect to the cluster's address: a clear error naming it (and where it came from,
+    e.g. "RAY_ADDRESS" or "--address") when nothing answers, instead of Ray's minutes of retries."""
+    target = _host_port(address)
+    if target is None and address == "auto":  # the cluster last started on this machine, if Ray recorded one
+        try:
+            from ray._private.services import find_bootstrap_address
+
+            found = find_bootstrap_address(None)
+        except Exception:  # a private helper: without it Ray's own lookup decides
+            found = None
+        target = _host_port(found) if found else None
+    if target is None:
+        return
+    host, port = target
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except socket.timeout:
+        reason = f"no answer within {timeout:g}s"
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+    else:
+        return
+    hint = " (unset it to start a local cluster)" if source == "RAY_ADDRESS" else ""
+    raise ConfigError(f"{source}={_redact_url(address)}: cannot reach a Ray cluster at {host}:{port}: {reason}; is the "
+                      f"cluster up and the address right?{hint}")
+
+
+@contextlib.contextmanager
+def _only_address(address: str):
+    """Ray's job client lets RAY_API_SERVER_ADDRESS/RAY_ADDRESS override the address it is given: not here."""
+    saved = {k: os.environ.pop(k) for k in ADDRESS_VARS if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def client(address: str | None):
     try:
         from ray.job_submission import JobSubmissionClient
     except ImportError as e:  # pragma: no cover - ray[default] is a dependency
         raise EmorecError(f"the Ray Job API needs ray[default]: {e}") from None
-    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    source = "--address"
+    if not address:
+        source = next((k for k in ADDRESS_VARS if os.environ.get(k)), None)
+        address = os.environ.get(source) if source else None
     if not address:
         raise EmorecError("give --address http://HEAD:8265 (the Ray dashboard) or set RAY_ADDRESS")
+    check_reachable(address, source)
+    from ray.exceptions import RayError
+
     try:
-        return JobSubmissionClient(address)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        raise EmorecError(f"cannot reach the Ray job server at {address}: {str(e).splitlines()[0] if str(e) else e}") from None
+        with _only_address(address):
+            return JobSubmissionClient(address)
+    except (ConnectionError, RuntimeError, TimeoutError, ValueError, RayError) as e:  # one line naming the address
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EmorecError(f"cannot reach the Ray job server at {source}={_redact_url(address)}: {first}") from None
 
 
 async def _tail(c, submission_id: str, out) -> None:

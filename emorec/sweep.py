@@ -12,6 +12,7 @@ import time
 
 from .config import RunConfig
 from .credentials import hidden_from_ray
+from .errors import ConfigError
 from .job import absolute_paths, pyarrow_filesystem, run_job
 from .results import results_table
 from .scaling import concurrency_for, scaling_warnings
@@ -20,6 +21,15 @@ from .sweep_config import SweepConfig, expand
 from .train import preflight
 
 log = logging.getLogger(__name__)
+
+
+def check_address() -> None:
+    """If RAY_ADDRESS is set, one bounded connect to it: a stale address fails in seconds, naming it."""
+    from .submit import check_reachable
+
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        check_reachable(address, "RAY_ADDRESS")
 
 
 def connect(num_cpus: int | None = None) -> None:
@@ -33,7 +43,17 @@ def connect(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=True)
+        check_address()
+        from ray.exceptions import RayError
+
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except (ConnectionError, RuntimeError, TimeoutError, ValueError, RayError) as e:  # one line naming it
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            from .submit import _redact_url
+
+            raise ConfigError(f"RAY_ADDRESS={_redact_url(address)}: cannot join the Ray cluster there: "
+                              f"{first}") from None
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
 
@@ -56,6 +76,7 @@ def default_concurrency(jobs: list[RunConfig]) -> int:
 
 
 def run_sweep(sweep: SweepConfig) -> list[dict]:
+    check_address()  # before anything slow: a stale RAY_ADDRESS is the first thing to hear about
     jobs = [absolute_paths(cfg) for cfg in expand(sweep)]
     for cfg in jobs:
         preflight(cfg)
@@ -67,7 +88,8 @@ def run_sweep(sweep: SweepConfig) -> list[dict]:
         log.warning("%s", warning)
     by_name = {cfg.name: cfg for cfg in jobs}
     started = time.perf_counter()
-    with hidden_from_ray() as credentials:
+    # Ray Tune's storage is this store's filesystem: it connects (and keeps the credentials it finds) before they go.
+    with hidden_from_ray(store.fs) as credentials:
         rows = _tune(sweep, store, by_name, concurrency, credentials)
     makespan = time.perf_counter() - started
     table = results_table(rows)
