@@ -31,7 +31,10 @@ from .storage import RunStore, open_store
 log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------
-# Published numbers (REFERENCE.md section 3): test-set scores, text only, in percent.
+# Published numbers: test-set scores, text only, in percent, named by the method their papers report.
+# InstructERC: "InstructERC: Reforming Emotion Recognition in Conversation with Multi-task Retrieval-Augmented
+# Large Language Models"; S+PAGE: "S+PAGE: A Speaker and Position-Aware Graph Neural Network Model for Emotion
+# Recognition in Conversation".
 # --------------------------------------------------------------------------------------------------
 
 # dataset -> (metric the number is in, best known score, its source)
@@ -49,7 +52,7 @@ PUBLISHED_CHATGLM2: dict[str, tuple[str, float, float, str]] = {
 }
 # InstructERC with Llama2-7B LoRA, weighted-F1 (for the notes).
 PUBLISHED_INSTRUCTERC_LLAMA2 = {"iemocap": 71.39, "meld": 69.15, "emorynlp": 41.37}
-SOURCES_NOTE = ("Published numbers: REFERENCE.md section 3 (test sets, text only). Best known: IEMOCAP and EmoryNLP "
+SOURCES_NOTE = ("Published numbers: test sets, text only, by method name. Best known: IEMOCAP and EmoryNLP "
                 "LaERC-S, MELD PRC-Emo (weighted-F1); DailyDialog S+PAGE (micro-F1 without neutral). Same backbone "
                 "family: InstructERC, ChatGLM2-6B LoRA. CARER and GoEmotions have no number there.")
 

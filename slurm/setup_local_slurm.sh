@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real single-node Slurm on this machine, for tests and CI (REFERENCE.md §6). Run as root.
+# A real single-node Slurm on this machine, for tests and CI. Run as root.
 #
 #   slurm/setup_local_slurm.sh STATE_DIR        # installs slurm-wlm + munge if missing, starts the daemons
 #   source STATE_DIR/env                        # exports SLURM_CONF for sinfo/sbatch/squeue/scancel
