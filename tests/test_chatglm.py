@@ -107,23 +107,14 @@ def test_convert_writes_a_stock_transformers_checkpoint(tmp_path, name):
     assert again.returncode == 2 and "not empty" in again.stderr
 
 
-def lora_on_native(name: str, tmp_path: Path):
-    """The reference ChatGLM-layout LoRA, read into emorec's layout and loaded on the native model."""
+def adapter_on_native(name: str, method: str, tmp_path: Path):
+    """The reference ChatGLM-layout adapter (LoRA or P-Tuning v2 prefix), read into emorec's layout and loaded on the
+    native model."""
     from emorec.inference import checked_adapter
 
     base, _ = load_native(str(REF / name), attn_implementation="sdpa")
-    local = tmp_path / f"{name}-lora"
-    ca.from_chatglm_layout(str(REF / "references" / name / "adapters" / "lora-chatglm-layout"), str(local),
-                           base.config, read_json(str(REF / name / "config.json")))
-    return checked_adapter(base, str(local)).eval(), local
-
-
-def prefix_on_native(name: str, tmp_path: Path):
-    from emorec.inference import checked_adapter
-
-    base, _ = load_native(str(REF / name), attn_implementation="sdpa")
-    local = tmp_path / f"{name}-ptuning"
-    ca.from_chatglm_layout(str(REF / "references" / name / "adapters" / "ptuning-chatglm-layout"), str(local),
+    local = tmp_path / f"{name}-{method}"
+    ca.from_chatglm_layout(str(REF / "references" / name / "adapters" / f"{method}-chatglm-layout"), str(local),
                            base.config, read_json(str(REF / name / "config.json")))
     return checked_adapter(base, str(local)).eval(), local
 
@@ -144,7 +135,7 @@ def per_row_logits(model, logits: dict) -> list[torch.Tensor]:
 @pytest.mark.parametrize("method", ["lora", "ptuning"])
 def test_chatglm_layout_adapters_reproduce_reference_logits_both_ways(tmp_path, name, method):
     adapters = REF / "references" / name / "adapters"
-    model, local = (lora_on_native if method == "lora" else prefix_on_native)(name, tmp_path)
+    model, local = adapter_on_native(name, method, tmp_path)
     logits = load_file(adapters / f"{method}_logits.safetensors")
     assert worst_logit_error(model, logits, ["short", "medium", "chat", "batch_no_position_ids"]) <= TOL
     assert max(per_row_logits(model, logits)) <= TOL
@@ -258,7 +249,7 @@ def test_chatglm_adapter_with_unknown_keys_is_refused(tmp_path):
     from emorec.errors import CheckpointError
     from emorec.inference import checked_adapter
 
-    model, local = lora_on_native("chatglm2-tiny", tmp_path)
+    model, local = adapter_on_native("chatglm2-tiny", "lora", tmp_path)
     state = load_file(local / "adapter_model.safetensors")
     state = {k.replace("layers.1.", "layers.7."): v for k, v in state.items()}
     save_file(state, local / "adapter_model.safetensors")
