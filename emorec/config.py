@@ -12,7 +12,7 @@ import fsspec
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from emorec.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,6 +141,8 @@ class RunConfig(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     ray: RayJobConfig = Field(default_factory=RayJobConfig, description="used when the run goes through Ray")
+    scaling_group: str | None = Field(default=None, description="set by a sweep with a ray.workers grid: jobs that "
+                                      "differ only in their worker count share it, and the scaling report groups by it")
 
     @model_validator(mode="after")
     def _method_defaults(self) -> "RunConfig":
@@ -186,7 +188,6 @@ def _format(err: ValidationError, source: str, model: type[BaseModel] | None = N
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-LABEL_KEYS = ("labels", "neutral")  # option keys whose values are label names: strings, never YAML's guesses
 
 
 class YamlInputError(yaml.YAMLError):
@@ -335,6 +336,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
+def parse_options(items: list[str] | None, flag: str) -> dict:
+    """Repeated `--flag key=value` options as one mapping, parsed exactly like config overrides: a dotted key nests
+    (client_kwargs.endpoint_url=... is {"client_kwargs": {"endpoint_url": ...}}) and a key given twice is an error."""
+    try:
+        return apply_overrides({}, list(items or []))
+    except ConfigError as e:
+        raise ConfigError(f"{flag}: {e}".replace("override ", "")) from None
+
+
 _BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
          (b"\xfe\xff", "UTF-16"))
 
@@ -401,6 +411,6 @@ def resolve_repo_path(path: str) -> str:
 
 def dump(cfg: RunConfig) -> str:
     """The config as `emorec config` prints it: secrets redacted, like every config emorec prints or stores."""
-    from .redact import redacted_config
+    from emorec.io.secrets import redacted_config
 
     return json.dumps(redacted_config(cfg), indent=2)

@@ -21,5 +21,9 @@ class DataError(EmorecError):
         self.line = line
 
 
+class StorageError(EmorecError):
+    """The storage endpoint kept failing: the operation gave up after its retries."""
+
+
 class CheckpointError(EmorecError):
     """A checkpoint is missing, incomplete, or does not match its manifest."""

@@ -18,7 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def fixtures_dir(tmp_path_factory) -> Path:
-    from emorec.fixtures import make_all
+    from emorec.data.fixtures import make_all
 
     out = tmp_path_factory.mktemp("fixtures")
     make_all(str(out))
@@ -34,7 +34,7 @@ def tiny_peft(method: str, model: str = "tiny-glm"):
     import torch
     from peft import LoraConfig, PrefixTuningConfig, TaskType, get_peft_model
 
-    from emorec.models import tiny_glm
+    from emorec.model.families import tiny_glm
 
     if method == "lora":
         cfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8, lora_dropout=0.0,
@@ -44,7 +44,7 @@ def tiny_peft(method: str, model: str = "tiny-glm"):
     if model == "tiny-glm":
         base = tiny_glm(1024)
     else:
-        from emorec.chatglm_weights import load_native
+        from emorec.model.chatglm_weights import load_native
 
         base = load_native(str(CHATGLM_REFERENCE / model))[0]
     torch.manual_seed(0)

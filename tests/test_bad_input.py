@@ -1,16 +1,13 @@
 """Bad input: each kind fails before any process group or model, with a message naming what is wrong."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import REPO, write_config
 
 from emorec.cli import main
-from conftest import write_config
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def fails(capsys, *argv) -> str:

@@ -1,16 +1,15 @@
 """Configs: every shipped one loads; typos and wrong types fail with the key named."""
 
 import json
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from emorec.config import RunConfig, load_config
-from emorec.engine import fill_ds_config, read_ds_config
 from emorec.errors import ConfigError
-from emorec.sweep_config import expand, load_sweep
+from emorec.launch.sweep_config import expand, load_sweep
+from emorec.train.engine import fill_ds_config, read_ds_config
 
-REPO = Path(__file__).resolve().parent.parent
 RUN_CONFIGS = sorted((REPO / "configs" / "runs").glob("*.yaml"))
 DS_CONFIGS = sorted((REPO / "configs" / "deepspeed").glob("*.json"))
 SWEEP_CONFIGS = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "configs" / "sweeps").glob("*.yaml"))

@@ -11,8 +11,8 @@ from typing import IO
 import fsspec
 from fsspec import AbstractFileSystem
 
-from ..errors import DataError
-from .schema import SPLITS, DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
+from emorec.data.schema import SPLITS, DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
+from emorec.errors import DataError
 
 DATASETS = ("iemocap", "meld", "emorynlp", "dailydialog", "carer", "goemotions")
 LOADERS = DATASETS + ("custom",)

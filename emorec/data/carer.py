@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DataError
-from . import DuplicateKey, check_header, check_options, exists, join, open_text, read_bytes, unique_object
-from .schema import SPLITS, DatasetSpec, Example, LoadedDataset, RowPolicy
+from emorec.data import DuplicateKey, check_header, check_options, exists, join, open_text, read_bytes, unique_object
+from emorec.data.schema import SPLITS, DatasetSpec, Example, LoadedDataset, RowPolicy
+from emorec.errors import DataError
 
 LABELS = ("sadness", "joy", "love", "anger", "fear", "surprise")
 

@@ -9,9 +9,9 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from ..errors import DataError
-from . import DuplicateKey, check_header, check_options, join, open_text, require, unique_object
-from .schema import SPLITS, DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
+from emorec.data import DuplicateKey, check_header, check_options, join, open_text, require, unique_object
+from emorec.data.schema import SPLITS, DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
+from emorec.errors import DataError
 
 # The real spec depends on the options; load() builds it.
 SPEC = DatasetSpec(name="custom", labels=(), verbalisers={}, metric="weighted_f1", dialogue=False)

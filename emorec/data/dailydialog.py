@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..errors import DataError
-from . import check_options, exists, join, read_lines
-from .schema import SPLITS, DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
+from emorec.data import check_options, exists, join, read_lines
+from emorec.data.schema import SPLITS, DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
+from emorec.errors import DataError
 
 LABELS = ("no emotion", "anger", "disgust", "fear", "happiness", "sadness", "surprise")
 VERBALISERS = ("neutral", "angry", "disgusted", "fearful", "happy", "sad", "surprised")

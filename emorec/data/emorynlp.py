@@ -8,9 +8,9 @@ from typing import Any
 
 from fsspec import AbstractFileSystem
 
-from ..errors import DataError
-from . import DuplicateKey, fixed_split_files, read_text, unique_object
-from .schema import DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
+from emorec.data import DuplicateKey, fixed_split_files, read_text, unique_object
+from emorec.data.schema import DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
+from emorec.errors import DataError
 
 _LABELS = ("Joyful", "Mad", "Peaceful", "Neutral", "Sad", "Powerful", "Scared")
 SPEC = DatasetSpec(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from ..errors import DataError
-from . import check_options, exists, join, read_lines
-from .schema import DatasetSpec, Example, LoadedDataset, RowPolicy
+from emorec.data import check_options, exists, join, read_lines
+from emorec.data.schema import DatasetSpec, Example, LoadedDataset, RowPolicy
+from emorec.errors import DataError
 
 LABELS = (
     "admiration", "amusement", "anger", "annoyance", "approval", "caring", "confusion", "curiosity",

@@ -9,9 +9,9 @@ from collections import Counter
 import fsspec
 from fsspec import AbstractFileSystem
 
-from ..errors import DataError
-from . import check_encoding, read_bytes
-from .schema import DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
+from emorec.data import check_encoding, read_bytes
+from emorec.data.schema import DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
+from emorec.errors import DataError
 
 SPEC = DatasetSpec(
     name="iemocap",

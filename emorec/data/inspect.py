@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .schema import SPLITS, LoadedDataset
+from emorec.data.schema import SPLITS, LoadedDataset
 
 
 def counts(ds: LoadedDataset) -> dict:

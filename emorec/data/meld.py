@@ -7,9 +7,9 @@ from collections import Counter
 
 from fsspec import AbstractFileSystem
 
-from ..errors import DataError
-from . import check_header, fixed_split_files, open_text
-from .schema import DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
+from emorec.data import check_header, fixed_split_files, open_text
+from emorec.data.schema import DatasetSpec, Example, LoadedDataset, RowPolicy, Turn
+from emorec.errors import DataError
 
 _LABELS = ("neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger")
 SPEC = DatasetSpec(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..errors import DataError
+from emorec.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 
@@ -33,7 +33,7 @@ class DatasetSpec:
 
     labels: canonical label names, in the release's own order.
     verbalisers: label -> the word(s) the model answers with.
-    metric: one of emorec.metrics.METRICS.
+    metric: one of emorec.eval.metrics.METRICS.
     """
 
     name: str

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from emorec.data.carer import LABELS, load
+from emorec.data.fixtures import carer as fixture
 from emorec.errors import DataError
-from emorec.fixtures import carer as fixture
 
 
 def write_jsonl(root: Path, rows: dict[str, list]) -> None:

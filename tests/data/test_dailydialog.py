@@ -5,8 +5,8 @@ import pytest
 
 from emorec.data import Turn, load_dataset
 from emorec.data.dailydialog import LABELS, load
+from emorec.data.fixtures import dailydialog as fixture
 from emorec.errors import DataError
-from emorec.fixtures import dailydialog as fixture
 
 
 def write_release(root: Path, splits: dict[str, tuple[str, str]]) -> Path:

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from emorec.data import emorynlp
+from emorec.data.fixtures import emorynlp as fixture
 from emorec.data.schema import Turn
 from emorec.errors import DataError
-from emorec.fixtures import emorynlp as fixture
 
 TRAIN = """{
   "episodes": [

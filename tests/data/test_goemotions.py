@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from emorec.data.fixtures import goemotions as fixture
 from emorec.data.goemotions import SPEC, load
 from emorec.errors import DataError
-from emorec.fixtures import goemotions as fixture
 
 FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from emorec.data import iemocap
+from emorec.data.fixtures import iemocap as fixture
 from emorec.data.schema import Turn
 from emorec.errors import DataError
-from emorec.fixtures import iemocap as fixture
 
 EVALUATION = """% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]
 

@@ -56,10 +56,10 @@ def test_registry_names_and_unknown(tmp_path):
 
 def test_make_all_writes_every_dataset_loadable(tmp_path, capsys):
     for other in ("iemocap", "meld", "emorynlp"):
-        pytest.importorskip(f"emorec.fixtures.{other}")
+        pytest.importorskip(f"emorec.data.fixtures.{other}")
         pytest.importorskip(f"emorec.data.{other}")
-    from emorec.fixtures import make_all
-    from emorec.fixtures.__main__ import main
+    from emorec.data.fixtures import make_all
+    from emorec.data.fixtures.__main__ import main
 
     paths = make_all(str(tmp_path / "a"), seed=0)
     assert list(paths) == list(DATASETS)

@@ -6,9 +6,9 @@ import fsspec
 import pytest
 
 from emorec.data import meld
+from emorec.data.fixtures import meld as fixture
 from emorec.data.schema import Turn
 from emorec.errors import DataError
-from emorec.fixtures import meld as fixture
 
 HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID,Season,Episode,StartTime,EndTime\n"
 TIMES = '"00:00:01,000","00:00:02,000"'

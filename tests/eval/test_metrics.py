@@ -1,0 +1,43 @@
+"""Each dataset's metric as its literature reports it."""
+
+import pytest
+
+from emorec.data.schema import DatasetSpec
+from emorec.eval.metrics import score
+
+
+def spec(metric, labels=("neutral", "joy", "anger"), **kw):
+    return DatasetSpec("t", labels, {l: l for l in labels}, metric, dialogue=False, neutral="neutral", **kw)
+
+
+GOLD = [("neutral",), ("neutral",), ("joy",), ("anger",), ("joy",)]
+PRED = [("neutral",), ("joy",), ("joy",), ("anger",), ("anger",)]
+
+
+def test_weighted_f1_and_confusion_matrix():
+    m = score(spec("weighted_f1"), GOLD, PRED)
+    # per-class F1: neutral 2/3, joy 1/2, anger 2/3; supports 2, 2, 1
+    assert m["value"] == pytest.approx((2 * 2 / 3 + 2 * 0.5 + 1 * 2 / 3) / 5)
+    assert m["values"]["accuracy"] == pytest.approx(3 / 5)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_micro_f1_without_neutral():
+    m = score(spec("micro_f1_no_neutral"), GOLD, PRED)
+    # non-neutral: tp = 2 (joy, anger), fp = 2 (joy for neutral, anger for joy), fn = 1 (joy)
+    assert m["primary"] == "micro_f1_no_neutral"
+    assert m["value"] == pytest.approx(2 * 2 / (2 * 2 + 2 + 1))
+
+
+def test_accuracy_and_macro_f1_for_carer():
+    m = score(spec("accuracy_macro_f1"), GOLD, PRED)
+    assert m["primary"] == "accuracy" and m["value"] == pytest.approx(0.6)
+    assert m["values"]["macro_f1"] == pytest.approx((2 / 3 + 0.5 + 2 / 3) / 3)
+
+
+def test_multilabel_macro_f1():
+    s = spec("multilabel_macro_f1", multi_label=True)
+    m = score(s, [("joy", "anger"), ("neutral",)], [("joy",), ("neutral", "anger")])
+    # neutral f1 1, joy f1 1, anger: tp 0 fp 1 fn 1 -> 0
+    assert m["value"] == pytest.approx(2 / 3)
+    assert len(m["confusion_matrix"]) == 3
