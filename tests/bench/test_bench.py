@@ -58,3 +58,15 @@ def test_isolation_check_passes_real_packing_and_catches_a_leaking_mask(monkeypa
     monkeypatch.setattr(batching, "block_causal_mask", lambda seq, p=0, b=None: real(torch.zeros_like(seq), p))
     bad = isolation_check(packing.PackedCausalLM(tiny_peft("lora")), features, 0, torch.device("cpu"))
     assert not bad["ok"] and bad["leak"] > 1e-2, bad
+
+
+def test_bench_upload_without_moto_says_how_to_get_it(monkeypatch, capsys):
+    import sys
+
+    from emorec.cli import main
+
+    monkeypatch.setitem(sys.modules, "moto", None)  # as on an install without the dev extra
+    monkeypatch.setitem(sys.modules, "moto.server", None)
+    assert main(["bench-upload", "--start-moto", "--mb", "1", "--files", "1", "--rounds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "emorec[dev]" in err and "--start-moto" in err and "Traceback" not in err
