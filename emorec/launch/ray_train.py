@@ -54,7 +54,8 @@ def worker_loop(config: dict) -> None:
     raw = dict(config["cfg"])
     raw["storage_options"] = secrets["storage_options"]
     cfg = build_config(raw, f"job {raw.get('name')}")
-    result = run(cfg, show_progress=False, publisher=ray_publisher)
+    prepared = ray.get(config["prepared"]) if config.get("prepared") is not None else None
+    result = run(cfg, show_progress=False, publisher=ray_publisher, prepared=prepared)
     ray.train.report({k: v for k, v in result.items() if isinstance(v, (int, float, str))})
 
 
@@ -67,8 +68,10 @@ def absolute_paths(cfg: RunConfig) -> RunConfig:
     return out
 
 
-def make_trainer(cfg: RunConfig, *, callbacks=None, credentials: dict[str, str] | None = None, store=None):
-    """A TorchTrainer for this run. Credentials and storage_options travel as an object ref, not as config."""
+def make_trainer(cfg: RunConfig, *, callbacks=None, credentials: dict[str, str] | None = None, store=None,
+                 prepared=None):
+    """A TorchTrainer for this run. Credentials and storage_options travel as an object ref, not as config; so does
+    `prepared` (the driver's checked data, an object ref), which spares every worker loading the dataset."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
     from ray.train import RunConfig as RayRunConfig
@@ -81,7 +84,8 @@ def make_trainer(cfg: RunConfig, *, callbacks=None, credentials: dict[str, str] 
         resources["GPU"] = rc.gpus_per_worker
     public = absolute_paths(cfg).model_dump()
     public["storage_options"] = {}
-    loop_config = {"cfg": public, "secrets": ray.put({"env": credentials or {}, "storage_options": cfg.storage_options})}
+    loop_config = {"cfg": public, "secrets": ray.put({"env": credentials or {}, "storage_options": cfg.storage_options}),
+                   "prepared": prepared}
     return TorchTrainer(
         worker_loop,
         train_loop_config=loop_config,
@@ -97,16 +101,21 @@ def make_trainer(cfg: RunConfig, *, callbacks=None, credentials: dict[str, str] 
     )
 
 
-def run_job(cfg: RunConfig, *, callbacks=None, credentials: dict[str, str] | None = None) -> dict:
-    """Fit one job on the connected Ray cluster and return its metrics.json."""
-    from emorec.train.recipe import preflight
+def run_job(cfg: RunConfig, *, callbacks=None, credentials: dict[str, str] | None = None, prepared=None) -> dict:
+    """Fit one job on the connected Ray cluster and return its metrics.json. `prepared`: an object ref to the
+    `Prepared` data of a driver that has preflighted this job; without it the job is checked here first."""
+    import ray
 
     install(credentials)
-    preflight(cfg)
     started = time.perf_counter()
+    if prepared is None:
+        from emorec.train.recipe import preflight
+
+        prepared = ray.put(preflight(cfg).prepared)
     store = open_store(cfg.output, cfg.storage_options, training=True)
     with hidden_from_ray(store.fs) as creds:  # Ray Train's storage is this filesystem: connected first
-        trainer = make_trainer(cfg, callbacks=callbacks, credentials={**creds, **(credentials or {})}, store=store)
+        trainer = make_trainer(cfg, callbacks=callbacks, credentials={**creds, **(credentials or {})}, store=store,
+                               prepared=prepared)
         trainer.fit()
     metrics = store.read_json("metrics.json")
     metrics["wall_seconds"] = round(time.perf_counter() - started, 3)

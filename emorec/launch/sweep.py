@@ -58,12 +58,12 @@ def connect(num_cpus: int | None = None) -> None:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1")
 
 
-def _driver(config: dict, jobs: dict[str, RunConfig], credentials: dict[str, str]) -> None:
+def _driver(config: dict, jobs: dict[str, RunConfig], credentials: dict[str, str], prepared: dict) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
     cfg = jobs[config["job"]]
-    metrics = run_job(cfg, callbacks=[TuneReportCallback()], credentials=credentials)
+    metrics = run_job(cfg, callbacks=[TuneReportCallback()], credentials=credentials, prepared=prepared[config["job"]])
     ray.tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))} | {"done": True})
 
 
@@ -78,10 +78,12 @@ def default_concurrency(jobs: list[RunConfig]) -> int:
 def run_sweep(sweep: SweepConfig) -> list[dict]:
     check_address()  # before anything slow: a stale RAY_ADDRESS is the first thing to hear about
     jobs = [absolute_paths(cfg) for cfg in expand(sweep)]
-    for cfg in jobs:
-        preflight(cfg)
+    checked = {cfg.name: preflight(cfg).prepared for cfg in jobs}  # every job, once, before anything is scheduled
     log.info("sweep %s: %d jobs", sweep.name, len(jobs))
     connect()
+    import ray
+
+    prepared = {name: ray.put(data) for name, data in checked.items()}
     store = open_store(sweep.output, sweep.storage_options, training=True)
     concurrency = concurrency_for(sweep, sweep.max_concurrent or default_concurrency(jobs))
     for warning in scaling_warnings(sweep):
@@ -90,7 +92,7 @@ def run_sweep(sweep: SweepConfig) -> list[dict]:
     started = time.perf_counter()
     # Ray Tune's storage is this store's filesystem: it connects (and keeps the credentials it finds) before they go.
     with hidden_from_ray(store.fs) as credentials:
-        rows = _tune(sweep, store, by_name, concurrency, credentials)
+        rows = _tune(sweep, store, by_name, concurrency, credentials, prepared)
     makespan = time.perf_counter() - started
     table = results_table(rows)
     print(table)
@@ -101,11 +103,13 @@ def run_sweep(sweep: SweepConfig) -> list[dict]:
     return rows
 
 
-def _tune(sweep: SweepConfig, store, by_name: dict[str, RunConfig], concurrency: int, credentials) -> list[dict]:
+def _tune(sweep: SweepConfig, store, by_name: dict[str, RunConfig], concurrency: int, credentials,
+          prepared: dict) -> list[dict]:
     from ray import tune
 
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_driver, jobs=by_name, credentials=credentials), {"cpu": 0.01}),
+        tune.with_resources(tune.with_parameters(_driver, jobs=by_name, credentials=credentials, prepared=prepared),
+                            {"cpu": 0.01}),
         param_space={"job": tune.grid_search(list(by_name))},
         tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(name="tune", storage_path=store.root, storage_filesystem=pyarrow_filesystem(store),

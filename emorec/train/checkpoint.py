@@ -80,6 +80,7 @@ class Checkpointer:
     zero_stage: int | None = None  # when known, a manifest must list every shard DeepSpeed needs at this stage
     _pool: ThreadPoolExecutor | None = None
     _pending: list[Future] = field(default_factory=list)
+    fetched: dict[str, str] = field(default_factory=dict)  # tag -> its verified local copy, from fetch()
 
     # ---- saving ---------------------------------------------------------------------------
 
@@ -178,9 +179,14 @@ class Checkpointer:
                 continue
             self.store.rm(f"{CHECKPOINTS}/{tag}")  # old complete ones, and partial ones a crash left behind
 
-    def resolve(self, resume: str) -> str | None:
+    def resolve(self, resume: str, *, fetch: bool = False) -> str | None:
         """The checkpoint to resume from, verified against its manifest (every byte of it) before any model exists.
-        resume=auto takes the newest one that verifies, saying which ones it skipped and why."""
+        resume=auto takes the newest one that verifies, saying which ones it skipped and why.
+
+        `fetch`: verify by downloading into scratch (what a process that trains would download anyway; `load`
+        then uses that copy), so each process reads a checkpoint's bytes once. Without it, the bytes are streamed
+        and hashed in place: for a driver that only checks."""
+        check = self.fetch if fetch else self.verify
         if resume == "never":
             return None
         complete = self.complete_tags()
@@ -190,12 +196,12 @@ class Checkpointer:
                     f"resume={resume!r}: no complete checkpoint of that name under {self._shown(CHECKPOINTS)} "
                     f"(complete ones: {', '.join(complete) or 'none'})"
                 )
-            self.verify(resume)
+            check(resume)
             return resume
         skipped = []
         for tag in reversed(complete):
             try:
-                self.verify(tag)
+                check(tag)
             except CheckpointError as e:
                 log.warning("skipping checkpoint %s: %s", tag, e)
                 skipped.append(f"{tag} ({e})")
@@ -257,9 +263,13 @@ class Checkpointer:
                 raise CheckpointError(f"checkpoint {tag}: {rel} does not match its manifest (size or sha256)")
         return stage
 
+    def fetch(self, tag: str) -> None:
+        """Download and verify `tag` now; `load` uses this copy instead of downloading it again."""
+        self.fetched[tag] = self.download(tag)
+
     def load(self, engine, tag: str) -> dict:
         """Restore engine (adapter, optimizer, scheduler), this rank's RNG, and the trainer state."""
-        stage = self.download(tag)
+        stage = self.fetched.pop(tag, None) or self.download(tag)
         engine.load_checkpoint(stage, tag=tag, load_module_strict=False)
         tag_dir = os.path.join(stage, tag)
         rng = os.path.join(tag_dir, f"rng_rank_{self.dist.rank}.safetensors")

@@ -11,19 +11,20 @@ import logging
 import os
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from emorec.config import RunConfig
 from emorec.data import load_dataset
-from emorec.data.schema import spec_to_json
+from emorec.data.schema import DatasetSpec, Example, spec_to_json
 from emorec.dist import SINGLE, setup_distributed
 from emorec.errors import CheckpointError, ConfigError, DataError
 from emorec.eval.evaluate import evaluate
 from emorec.eval.metrics import METRICS, PRIMARY
 from emorec.io.secrets import redact_text, redacted_config
-from emorec.io.storage import open_store
+from emorec.io.storage import RunStore, open_store
 from emorec.model.adapters import apply_adapter, trainable_parameters
 from emorec.model.families import check_model, compile_decoder_layers, load_model
 from emorec.model.packed_lm import PackedCausalLM, num_prefix_tokens
@@ -54,23 +55,60 @@ def load_data(cfg: RunConfig):
     return ds, train, held_out
 
 
-def preflight(cfg: RunConfig):
-    """Everything that can be wrong with the user's input, checked before any process group or model: config, data,
-    the output folder (whose run it holds), and the checkpoint to resume from, verified byte for byte.
-    Returns (store, checkpoint tag to resume from or None, dataset, train examples, held-out examples)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    stage = zero_stage(fill_ds_config(read_ds_config(cfg.train.deepspeed), cfg, world, bf16=False))
-    check_model(cfg.model)
+@dataclass
+class Prepared:
+    """What a driver's preflight hands the processes that train a run, so that none of them checks or loads it
+    again: the dataset's spec and the two splits the run uses."""
+
+    spec: DatasetSpec
+    train: list[Example]
+    held_out: list[Example]
+
+
+@dataclass
+class Checked:
+    """What preflight found: where the run lives, the checkpoint to resume from, and the data it trains on."""
+
+    store: RunStore
+    tag: str | None
+    prepared: Prepared
+    fetched: dict[str, str] = field(default_factory=dict)  # the resume checkpoint's verified local copy
+
+
+def _store(cfg: RunConfig) -> RunStore:
     try:
-        store = open_store(cfg.output, cfg.storage_options, retries=cfg.train.upload_retries,
-                           backoff_s=cfg.train.upload_backoff_s, training=True)
+        return open_store(cfg.output, cfg.storage_options, retries=cfg.train.upload_retries,
+                          backoff_s=cfg.train.upload_backoff_s, training=True)
     except ConfigError as e:
         raise ConfigError(f"output: {e}") from None
+
+
+def _stage(cfg: RunConfig) -> int:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return zero_stage(fill_ds_config(read_ds_config(cfg.train.deepspeed), cfg, world, bf16=False))
+
+
+def preflight(cfg: RunConfig, scratch: str | None = None) -> Checked:
+    """Everything that can be wrong with the user's input, checked before any process group or model: config, data,
+    the output folder (whose run it holds), and the checkpoint to resume from, verified byte for byte: in place,
+    or, with `scratch` (a process about to train), by downloading it there for the run to load."""
+    stage = _stage(cfg)
+    check_model(cfg.model)
+    store = _store(cfg)
     check_output(store, cfg)
     ds, train, held_out = load_data(cfg)
     check_metric(cfg, ds.spec)
-    tag = Checkpointer(store, SINGLE, "", cfg.train.keep_last, zero_stage=stage).resolve(cfg.resume)
-    return store, tag, ds, train, held_out
+    ckpt = Checkpointer(store, SINGLE, scratch or "", cfg.train.keep_last, zero_stage=stage)
+    tag = ckpt.resolve(cfg.resume, fetch=scratch is not None)
+    return Checked(store, tag, Prepared(ds.spec, train, held_out), ckpt.fetched)
+
+
+def resume_point(cfg: RunConfig, scratch: str) -> Checked:
+    """For a run its driver has preflighted: only where it lives and the checkpoint to resume from, chosen now (a
+    restarted worker takes the newest one, which may postdate the driver's check) and fetched into `scratch`."""
+    store = _store(cfg)
+    ckpt = Checkpointer(store, SINGLE, scratch, cfg.train.keep_last, zero_stage=_stage(cfg))
+    return Checked(store, ckpt.resolve(cfg.resume, fetch=True), prepared=None, fetched=ckpt.fetched)
 
 
 # What makes a run the same run: resuming under any other value would mix two runs' work.
@@ -150,11 +188,17 @@ def agreed(tag: str | None, dist) -> str | None:
     return tag
 
 
-def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | None = None) -> dict:
+def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | None = None,
+        prepared: Prepared | None = None) -> dict:
+    """Train, checkpoint, export and evaluate one run. `prepared`: its driver's preflight already checked the input
+    and loaded the data (a sweep's jobs), so this process only picks the checkpoint to resume from."""
     throughput = Throughput()
-    store, tag, ds, train_examples, eval_examples = preflight(cfg)
+    scratch = tempfile.mkdtemp(prefix="emorec-")
+    checked = preflight(cfg, scratch) if prepared is None else resume_point(cfg, scratch)
+    store, prepared = checked.store, checked.prepared or prepared
+    spec, train_examples, eval_examples = prepared.spec, prepared.train, prepared.held_out
     dist = setup_distributed()
-    tag = agreed(tag, dist)
+    tag = agreed(checked.tag, dist)
     from transformers import set_seed
 
     set_seed(cfg.seed + dist.rank)
@@ -164,7 +208,7 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
     if cfg.train.compile:
         compile_decoder_layers(loaded.model)
     tokenizer = loaded.tokenizer
-    features = training_features(train_examples, ds.spec, tokenizer, cfg.prompt)
+    features = training_features(train_examples, spec, tokenizer, cfg.prompt)
     order, make_batch = batching(cfg, features, dist, tokenizer.pad_token_id, num_prefix_tokens(model))
     n_train = sum(p.numel() for p in trainable_parameters(model))
     facts = model_facts(model, micro_batch_size=cfg.train.micro_batch_size, grad_accum=cfg.train.grad_accum)
@@ -173,12 +217,12 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
     facts["zero_stage"] = stage
     if dist.is_main:
         store.write_json("config.json", redacted_config(cfg))
-        store.write_json("spec.json", spec_to_json(ds.spec))
+        store.write_json("spec.json", spec_to_json(spec))
         log.info("%s: %s on %s, %d train features, %d trainable params, ZeRO-%d, world %d",
-                 cfg.name, cfg.method.name, ds.spec.name, len(features), n_train, stage, dist.world)
+                 cfg.name, cfg.method.name, spec.name, len(features), n_train, stage, dist.world)
 
-    scratch = tempfile.mkdtemp(prefix="emorec-")
-    ckpt = Checkpointer(store, dist, scratch, cfg.train.keep_last, publisher=publisher, zero_stage=stage)
+    ckpt = Checkpointer(store, dist, scratch, cfg.train.keep_last, publisher=publisher, zero_stage=stage,
+                        fetched=checked.fetched)
     state = {"step": 0, "curve": [], "elapsed_s": 0.0}
     if tag:
         state = ckpt.load(engine, tag)
@@ -231,9 +275,9 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
 
     export_adapter(engine, stage, store, dist)
     engine.eval()
-    metrics, rows = evaluate(engine, ds.spec, eval_examples, tokenizer, cfg, dist, device, show_progress=show_progress)
+    metrics, rows = evaluate(engine, spec, eval_examples, tokenizer, cfg, dist, device, show_progress=show_progress)
     result = {
-        "name": cfg.name, "dataset": ds.spec.name, "method": cfg.method.name, "split": cfg.eval.split,
+        "name": cfg.name, "dataset": spec.name, "method": cfg.method.name, "split": cfg.eval.split,
         "steps": step, "train_seconds": round(time.perf_counter() - started, 3), "world_size": dist.world,
         "final_loss": state["curve"][-1][1] if state["curve"] else None, **metrics,
         **throughput.summary(), **facts,
