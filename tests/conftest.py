@@ -147,3 +147,19 @@ def ray_local(s3_endpoint):
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()
+
+
+def make_bucket_elsewhere(name: str, env: dict) -> None:
+    """The bucket is made by another process, as a user would have made it: this process's s3fs never connected."""
+    code = f"import s3fs; fs = s3fs.S3FileSystem(); fs.mkdir({name!r}); print(fs.ls({name!r}))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def s3_env(s3_endpoint) -> dict:
+    env = {k: v for k, v in clean_env().items() if not k.startswith(("RAY_ADDRESS", "RAY_API_SERVER"))}
+    assert env["AWS_SECRET_ACCESS_KEY"] == SECRET and env["AWS_ENDPOINT_URL"] == s3_endpoint["url"]
+    # Only the environment's credentials: no credentials file, no instance metadata (which would leave loopback).
+    env.update(AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_CONFIG_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true",
+               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
+    return env

@@ -1,25 +1,22 @@
 """Bad runs (issue 13, classes 5-7): prompts that blow up in time or memory, a stale Ray address, DeepSpeed and report
-files of the wrong shape, and an S3 sweep whose credentials are only in the environment."""
+files of the wrong shape, and filesystems that connect before Ray hides the credentials."""
 
-import glob
 import json
 import logging
 import os
 import random
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import CHATGLM_REFERENCE, REPO, SECRET, clean_env, emorec, free_port, write_config
+from conftest import CHATGLM_REFERENCE, REPO, SECRET, clean_env, emorec, free_port, make_bucket_elsewhere, s3_env, write_config
 
 from emorec.config import PromptConfig
 from emorec.data import load_dataset
 from emorec.data.schema import DatasetSpec, Example, Turn
-from emorec.errors import ConfigError, DataError, EmorecError
+from emorec.errors import ConfigError, EmorecError
 from emorec.text.batches import training_features
 from emorec.text.prompts import chat_ids, encode_prompt, render
 
@@ -369,24 +366,8 @@ def test_emorec_report_on_wrong_shapes_fails_in_one_line_and_on_the_right_shape_
 
 
 # ---------------------------------------------------------------------------------------------------
-# Class 7: an S3 sweep with the credentials only in the environment
+# Class 7: credentials only in the environment (the whole sweep: tests/launch/test_ray_s3.py)
 # ---------------------------------------------------------------------------------------------------
-
-def _make_bucket_elsewhere(name: str, env: dict) -> None:
-    """The bucket is made by another process, as a user would have made it: this process's s3fs never connected."""
-    code = f"import s3fs; fs = s3fs.S3FileSystem(); fs.mkdir({name!r}); print(fs.ls({name!r}))"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
-
-
-def _s3_env(s3_endpoint) -> dict:
-    env = {k: v for k, v in clean_env().items() if not k.startswith(("RAY_ADDRESS", "RAY_API_SERVER"))}
-    assert env["AWS_SECRET_ACCESS_KEY"] == SECRET and env["AWS_ENDPOINT_URL"] == s3_endpoint["url"]
-    # Only the environment's credentials: no credentials file, no instance metadata (which would leave loopback).
-    env.update(AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_CONFIG_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true",
-               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
-    return env
-
 
 def test_hidden_from_ray_connects_the_filesystems_ray_will_use_before_taking_the_credentials(s3_endpoint, monkeypatch):
     import s3fs
@@ -394,10 +375,10 @@ def test_hidden_from_ray_connects_the_filesystems_ray_will_use_before_taking_the
 
     from emorec.io.secrets import hidden_from_ray
 
-    env = _s3_env(s3_endpoint)
+    env = s3_env(s3_endpoint)
     for key in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE", "AWS_EC2_METADATA_DISABLED"):
         monkeypatch.setenv(key, env[key])
-    _make_bucket_elsewhere("emorec-hidden", env)
+    make_bucket_elsewhere("emorec-hidden", env)
     used = s3fs.S3FileSystem(skip_instance_cache=True)  # made with the credentials present, not yet connected
     other = s3fs.S3FileSystem(skip_instance_cache=True)
     with hidden_from_ray(used) as captured:
@@ -407,41 +388,3 @@ def test_hidden_from_ray_connects_the_filesystems_ray_will_use_before_taking_the
         with pytest.raises(NoCredentialsError):  # what every filesystem connected only now meets
             other.ls("emorec-hidden")
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET
-
-
-@pytest.mark.distributed
-def test_s3_sweep_with_credentials_only_in_the_environment_succeeds_and_leaks_nothing(s3_endpoint, fixtures_dir):
-    bucket = "emorec-envcreds"
-    env = _s3_env(s3_endpoint)
-    _make_bucket_elsewhere(bucket, env)
-    ray_tmp = tempfile.mkdtemp(prefix="emo-r-", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
-    env["RAY_TMPDIR"] = ray_tmp
-    tiny = ("set={model.name: tiny-glm, prompt.max_length: 256, prompt.history: 1, train.micro_batch_size: 4, "
-            "train.grad_accum: 1, train.max_steps: 2, train.save_every: 2, train.warmup_steps: 1, eval.batch_size: 64, "
-            "data.max_eval_samples: 16, ray.workers: 1, ray.cpus_per_worker: 0.5}")
-    try:
-        r = subprocess.run([sys.executable, "-m", "emorec.cli", "sweep", "configs/quickstart.yaml",
-                            f"output=s3://{bucket}/run", "datasets=[carer]", "methods=[lora]",
-                            f"data_root={fixtures_dir}", "max_concurrent=1", tiny],
-                           capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
-        assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-5000:])
-        assert "NoCredentialsError" not in r.stderr and "1 jobs, 1 ok" in r.stdout, r.stdout[-2000:]
-        assert SECRET not in r.stdout + r.stderr
-
-        import s3fs
-
-        fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        files = fs.find(f"{bucket}/run")
-        assert f"{bucket}/run/results.json" in files and f"{bucket}/run/carer_lora/metrics.json" in files
-        assert json.loads(fs.cat(f"{bucket}/run/carer_lora/metrics.json"))["steps"] == 2
-        for path in files:
-            assert SECRET.encode() not in fs.cat(path), path
-        scanned = 0
-        for path in glob.glob(os.path.join(ray_tmp, "**", "*"), recursive=True):
-            if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) < 50_000_000:
-                with open(path, "rb") as f:
-                    assert SECRET.encode() not in f.read(), path
-                scanned += 1
-        assert scanned > 10  # Ray's session logs were there to be read
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -129,9 +129,24 @@ def _wait_terminal(client, sid: str, limit_s: float = 120) -> str:
 # Without a cluster: what would be submitted
 # ---------------------------------------------------------------------------------------------------
 
-def test_dry_run_validates_locally_and_carries_no_credentials(tmp_path, fixtures_dir):
+def test_dry_run_validates_locally_and_carries_no_credentials(tmp_path, fixtures_dir, monkeypatch, capsys):
+    """In this process (no cluster is involved): the credentials are in the environment, as on a laptop."""
+    from emorec.cli import main
+
+    for key in [k for k in os.environ if k.startswith(("AWS_", "RAY_ADDRESS"))]:
+        monkeypatch.delenv(key)
+    for key, value in (("AWS_ACCESS_KEY_ID", "emorec-test-key"), ("AWS_SECRET_ACCESS_KEY", SECRET),
+                       ("AWS_SESSION_TOKEN", SECRET + "tok")):
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(REPO)
+
+    def emorec(*args, env=None):
+        rc = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, rc, out, err)
+
     out = tmp_path / "out"
-    env = _env(AWS_ACCESS_KEY_ID="emorec-test-key", AWS_SECRET_ACCESS_KEY=SECRET, AWS_SESSION_TOKEN=SECRET + "tok")
+    env = None
     r = emorec("submit", "--dry-run", QUICKSTART, "datasets=[carer]", "methods=[lora]", f"data_root={fixtures_dir}",
                f"output={out}", TINY_SET, "--submission-id", "emorec-dry", env=env)
     assert r.returncode == 0, r.stderr

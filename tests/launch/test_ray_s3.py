@@ -4,9 +4,14 @@ endpoint (moto's server on loopback), with manifests, and no secret leaks anywhe
 import glob
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import pytest
-from conftest import SECRET, make_bucket
+import yaml
+from conftest import REPO, SECRET, make_bucket, make_bucket_elsewhere, s3_env
 
 pytestmark = pytest.mark.distributed
 
@@ -28,15 +33,35 @@ def sweep_config(tmp_path, fixtures_dir, output: str, datasets=("carer", "meld")
                                                                            "method.ptuning.pre_seq_len": 8}})
 
 
-def test_sweep_checkpoints_every_rank_into_s3_with_manifests_and_no_secret(ray_local, s3_endpoint, tmp_path,
-                                                                         fixtures_dir, capfd):
-    from emorec.launch.sweep import run_sweep
+def test_sweep_checkpoints_every_rank_into_s3_with_manifests_and_no_secret(s3_endpoint, tmp_path, fixtures_dir):
+    """The user's path: `emorec sweep` in a fresh process with its own local Ray cluster, the credentials only in the
+    standard environment variables, and the bucket made beforehand by another process."""
+    import s3fs
 
-    fs = make_bucket(BUCKET)
-    rows = run_sweep(sweep_config(tmp_path, fixtures_dir, f"s3://{BUCKET}/sweep1"))
-    assert [r["status"] for r in rows] == ["ok"] * 4, rows
-    assert {(r["dataset"], r["method"]) for r in rows} == {(d, m) for d in ("carer", "meld") for m in ("lora", "ptuning")}
+    env = s3_env(s3_endpoint)
+    make_bucket_elsewhere(BUCKET, env)
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(sweep_config(tmp_path, fixtures_dir, f"s3://{BUCKET}/sweep1").model_dump()))
+    ray_tmp = tempfile.mkdtemp(prefix="emo-r-", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
+    env["RAY_TMPDIR"] = ray_tmp
+    try:
+        r = subprocess.run([sys.executable, "-m", "emorec.cli", "sweep", str(config)], capture_output=True, text=True,
+                           timeout=900, cwd=REPO, env=env)
+        assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-5000:])
+        assert "NoCredentialsError" not in r.stderr and "4 jobs, 4 ok" in r.stdout, r.stdout[-2000:]
+        # The secret key was in the environment of every process; it must appear in nothing written.
+        assert SECRET not in r.stdout + r.stderr
+        scanned = 0
+        for path in glob.glob(os.path.join(ray_tmp, "**", "*"), recursive=True):
+            if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) < 50_000_000:
+                with open(path, "rb") as f:
+                    assert SECRET.encode() not in f.read(), path
+                scanned += 1
+        assert scanned > 10  # Ray's session logs were there to be read
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
     for job in ("carer_lora", "carer_ptuning", "meld_lora", "meld_ptuning"):
         root = f"{BUCKET}/sweep1/{job}"
         tags = sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{root}/checkpoints") if "/step-" in p)
@@ -49,19 +74,13 @@ def test_sweep_checkpoints_every_rank_into_s3_with_manifests_and_no_secret(ray_l
             for rel, meta in manifest["files"].items():
                 assert fs.size(f"{root}/checkpoints/{tag}/{rel}") == meta["size"]
         assert fs.exists(f"{root}/adapter/adapter_model.safetensors")
-        assert json.loads(fs.cat(f"{root}/metrics.json"))["world_size"] == 2
+        metrics = json.loads(fs.cat(f"{root}/metrics.json"))
+        assert metrics["world_size"] == 2 and metrics["steps"] == 6
+    rows = json.loads(fs.cat(f"{BUCKET}/sweep1/results.json"))["jobs"]
+    assert {(r["dataset"], r["method"]) for r in rows} == {(d, m) for d in ("carer", "meld") for m in ("lora", "ptuning")}
     assert fs.exists(f"{BUCKET}/sweep1/results.md")
-
-    # The secret key was in the environment of every process; it must appear in nothing written.
-    out, err = capfd.readouterr()
-    assert SECRET not in out + err
     for path in fs.find(f"{BUCKET}/sweep1"):
         assert SECRET.encode() not in fs.cat(path), path
-    session = ray_local._private.worker._global_node.get_session_dir_path()
-    for path in glob.glob(os.path.join(session, "**", "*"), recursive=True):
-        if os.path.isfile(path) and os.path.getsize(path) < 50_000_000:
-            with open(path, "rb") as f:
-                assert SECRET.encode() not in f.read(), path
 
 
 def test_a_failed_job_does_not_stop_the_others(ray_local, s3_endpoint, tmp_path, fixtures_dir):
