@@ -257,7 +257,11 @@ class Checkpointer:
         tag_dir = os.path.join(stage, tag)
         for rel, meta in manifest["files"].items():
             local = os.path.join(tag_dir, *rel.split("/"))
-            self.store.get_file(f"{remote}/{rel}", local)
+            try:
+                self.store.get_file(f"{remote}/{rel}", local)
+            except FileNotFoundError:
+                shutil.rmtree(stage, ignore_errors=True)
+                raise CheckpointError(f"checkpoint {tag}: its manifest lists {rel}, which is missing") from None
             if os.path.getsize(local) != meta["size"] or sha256(local) != meta["sha256"]:
                 shutil.rmtree(stage, ignore_errors=True)
                 raise CheckpointError(f"checkpoint {tag}: {rel} does not match its manifest (size or sha256)")
