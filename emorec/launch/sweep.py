@@ -111,8 +111,7 @@ def _tune(sweep: SweepConfig, store, by_name: dict[str, RunConfig], concurrency:
         tune.with_resources(tune.with_parameters(_driver, jobs=by_name, credentials=credentials, prepared=prepared),
                             {"cpu": 0.01}),
         param_space={"job": tune.grid_search(list(by_name))},
-        # One trial actor runs job after job: no new process, and no second import of torch and Ray Train, per job.
-        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=True),
+        tune_config=tune.TuneConfig(max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(name="tune", storage_path=store.root, storage_filesystem=pyarrow_filesystem(store),
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False), verbose=1),
     )
