@@ -103,12 +103,12 @@ def preflight(cfg: RunConfig, scratch: str | None = None) -> Checked:
     return Checked(store, tag, Prepared(ds.spec, train, held_out), ckpt.fetched)
 
 
-def resume_point(cfg: RunConfig, scratch: str) -> Checked:
+def resume_point(cfg: RunConfig, scratch: str, prepared: Prepared) -> Checked:
     """For a run its driver has preflighted: only where it lives and the checkpoint to resume from, chosen now (a
     restarted worker takes the newest one, which may postdate the driver's check) and fetched into `scratch`."""
     store = _store(cfg)
     ckpt = Checkpointer(store, SINGLE, scratch, cfg.train.keep_last, zero_stage=_stage(cfg))
-    return Checked(store, ckpt.resolve(cfg.resume, fetch=True), prepared=None, fetched=ckpt.fetched)
+    return Checked(store, ckpt.resolve(cfg.resume, fetch=True), prepared, ckpt.fetched)
 
 
 # What makes a run the same run: resuming under any other value would mix two runs' work.
@@ -194,8 +194,8 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
     and loaded the data (a sweep's jobs), so this process only picks the checkpoint to resume from."""
     throughput = Throughput()
     scratch = tempfile.mkdtemp(prefix="emorec-")
-    checked = preflight(cfg, scratch) if prepared is None else resume_point(cfg, scratch)
-    store, prepared = checked.store, checked.prepared or prepared
+    checked = preflight(cfg, scratch) if prepared is None else resume_point(cfg, scratch, prepared)
+    store, prepared = checked.store, checked.prepared
     spec, train_examples, eval_examples = prepared.spec, prepared.train, prepared.held_out
     dist = setup_distributed()
     tag = agreed(checked.tag, dist)
