@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -194,7 +195,11 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
     and loaded the data (a sweep's jobs), so this process only picks the checkpoint to resume from."""
     throughput = Throughput()
     scratch = tempfile.mkdtemp(prefix="emorec-")
-    checked = preflight(cfg, scratch) if prepared is None else resume_point(cfg, scratch, prepared)
+    try:
+        checked = preflight(cfg, scratch) if prepared is None else resume_point(cfg, scratch, prepared)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)  # bad input leaves nothing behind
+        raise
     store, prepared = checked.store, checked.prepared
     spec, train_examples, eval_examples = prepared.spec, prepared.train, prepared.held_out
     dist = setup_distributed()
@@ -291,8 +296,6 @@ def run(cfg: RunConfig, *, show_progress: bool = True, publisher: Publisher | No
         log.info("%s: %s = %.4f on %s (%d examples)", cfg.name, metrics["primary"], metrics["value"],
                  cfg.eval.split, metrics["n"])
     if publisher is None:  # otherwise the publisher's uploads may still be reading the staged shards
-        import shutil
-
         shutil.rmtree(scratch, ignore_errors=True)
     return result
 
