@@ -126,6 +126,10 @@ class RayJobConfig(Strict):
     gpus_per_worker: float = Field(default=1.0, ge=0)
     max_failures: int = Field(default=2, ge=-1, description="worker-group restarts after a worker dies (-1: forever)")
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    poll_interval_s: float = Field(
+        default=0.5, gt=0, le=60,
+        description="how often Ray Train's controller polls its workers (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S); "
+                    "Ray's 2 s default adds seconds to the start and the end of every job")
 
 
 class RunConfig(Strict):

@@ -15,6 +15,7 @@ from emorec.io.storage import open_store
 
 log = logging.getLogger(__name__)
 
+HEALTH_CHECK_INTERVAL = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
 RAY_RUN_NAME = "checkpoints"  # Ray's experiment dir is OUTPUT/checkpoints, beside emorec's own files
 
 
@@ -107,6 +108,7 @@ def run_job(cfg: RunConfig, *, callbacks=None, credentials: dict[str, str] | Non
     import ray
 
     install(credentials)
+    os.environ[HEALTH_CHECK_INTERVAL] = str(cfg.ray.poll_interval_s)  # Ray Train hands it to the controller it starts
     started = time.perf_counter()
     if prepared is None:
         from emorec.train.recipe import preflight

@@ -18,7 +18,6 @@ from emorec.launch.concurrency import concurrency_for, scaling_warnings
 from emorec.launch.ray_train import absolute_paths, pyarrow_filesystem, run_job
 from emorec.launch.results import results_table
 from emorec.launch.sweep_config import SweepConfig, expand
-from emorec.train.recipe import preflight
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +75,8 @@ def default_concurrency(jobs: list[RunConfig]) -> int:
 
 
 def run_sweep(sweep: SweepConfig) -> list[dict]:
+    from emorec.train.recipe import preflight  # not at the top: every Tune trial imports this module for _driver
+
     check_address()  # before anything slow: a stale RAY_ADDRESS is the first thing to hear about
     jobs = [absolute_paths(cfg) for cfg in expand(sweep)]
     checked = {cfg.name: preflight(cfg).prepared for cfg in jobs}  # every job, once, before anything is scheduled

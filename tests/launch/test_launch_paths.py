@@ -1,8 +1,12 @@
 """Every launcher builds the sweep's command line, its paths and its names with one helper each."""
 
+import os
 import re
 import shlex
+import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -44,3 +48,37 @@ def test_one_name_character_set_for_jobs_submissions_and_files(tmp_path):
 def test_load_jobs_is_the_one_expansion():
     sweep, jobs = load_jobs(str(REPO / "configs/quickstart.yaml"), ["datasets=[meld]"])
     assert [j.name for j in jobs] == ["meld_lora", "meld_ptuning"] and sweep.datasets == ["meld"]
+
+
+def test_a_sweep_trial_starts_without_the_training_stack():
+    """Every Tune trial imports emorec.launch.sweep to run its driver: that must not pull torch, peft or DeepSpeed
+    (seconds per job on the sweep's critical path); the workers import them."""
+    code = ("import sys, emorec.launch.sweep; "
+            "print(sorted(m for m in ('torch', 'peft', 'deepspeed', 'sklearn', 'emorec.train.recipe') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_job_tells_ray_train_how_often_to_poll(monkeypatch, tmp_path):
+    from emorec.config import build_config
+    from emorec.launch import ray_train
+
+    cfg = build_config({"name": "x", "data": {"dataset": "carer", "path": "/d"}, "output": str(tmp_path),
+                        "ray": {"poll_interval_s": 0.25}})
+    assert cfg.ray.poll_interval_s == 0.25 and build_config({"name": "x", "data": {"dataset": "carer", "path": "/d"}}
+                                                            ).ray.poll_interval_s == 0.5
+    monkeypatch.delenv(ray_train.HEALTH_CHECK_INTERVAL, raising=False)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_make_trainer(cfg, **kwargs):
+        seen["env"] = os.environ.get(ray_train.HEALTH_CHECK_INTERVAL)
+        raise Stop
+
+    monkeypatch.setattr(ray_train, "make_trainer", fake_make_trainer)
+    with pytest.raises(Stop):
+        ray_train.run_job(cfg, prepared="ref")
+    assert seen["env"] == "0.25"
