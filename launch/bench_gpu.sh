@@ -16,7 +16,7 @@ else
 fi
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,power.limit --format=csv 2>/dev/null
 python3 -c "import torch, transformers, peft, deepspeed, pydantic; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'deepspeed', deepspeed.__version__)" 2>&1 | grep -v -i warn || exit 1
-PYTHONUNBUFFERED=1 timeout -s INT "${BENCH_TIMEOUT_S:-500}" python3 -m emorec.bench.model --compile --budget 4096 8192 --profile 3 \
+PYTHONUNBUFFERED=1 timeout -s INT "${BENCH_TIMEOUT_S:-500}" python3 -m emorec bench --compile --budget 4096 8192 --profile 3 \
   --out "$out/bench.json" "$@" 2>&1 | tee "$out/bench.log" | grep -E "^(train|eval |\[|ERROR|task|cpu|NVIDIA|isolation|profile|Traceback)" | cut -c1-600
 echo "bench exit: ${PIPESTATUS[0]}"
 python3 - "$out/bench.json" <<'PY'

@@ -118,3 +118,17 @@ def test_the_readme_names_every_module_in_its_subpackages_row():
         if f"`{name}" not in row:
             missing.append(str(rel))
     assert missing == [], f"modules the README's table does not name in their folder's row: {missing}"
+
+
+def test_the_parser_is_built_without_the_training_stack():
+    """Every command registers its parser from its subpackage's commands.py; none may import torch, peft,
+    transformers or DeepSpeed to do it, so `emorec --help`, `emorec config` or `emorec job status` start at once
+    (and so does every Ray Job and Slurm step that only reads a config)."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "peft", "transformers", "deepspeed", "sklearn", "ray")
+    code = ("import sys; from emorec.cli import build_parser; build_parser(); "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -99,29 +99,3 @@ def bench_sweep(args: argparse.Namespace) -> dict:
     print(f"sweep of {len(rows)} jobs, {result['slots']} slots: sum of job times {sum(times):.1f}s, "
           f"ideal {ideal:.1f}s, makespan {result['makespan_s']:.1f}s -> {result['ratio']:.2f}x ideal (target <= 1.15)")
     return result
-
-
-def _write(result: dict, path: str | None) -> None:
-    if path:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
-
-
-def register(subparsers) -> None:
-    u = subparsers.add_parser("bench-upload", help="checkpoint upload throughput vs a raw fsspec put of the same bytes")
-    u.add_argument("--url", default="s3://emorec-bench/upload", help="where to upload (any fsspec URL)")
-    u.add_argument("--start-moto", action="store_true", help="start a loopback S3 endpoint (moto) for the run")
-    u.add_argument("--mb", type=int, default=256, help="total shard size")
-    u.add_argument("--files", type=int, default=4)
-    u.add_argument("--rounds", type=int, default=3)
-    u.add_argument("--json", help="also write the figures here")
-    u.set_defaults(func=lambda a: _write(bench_upload(a), a.json) or 0)
-
-    s = subparsers.add_parser("bench-sweep", help="the quickstart sweep's makespan against sum(job times) / slots",
-                              description="Run the quickstart's sweep (fixtures, configs/quickstart.yaml) and print "
-                                          "its makespan against the ideal: the sum of job times over the slots. "
-                                          "Overrides set sweep keys, e.g. max_concurrent=2 set.train.max_steps=60.")
-    s.add_argument("--out", default="runs/bench-sweep")
-    s.add_argument("overrides", nargs="*", metavar="key=value")
-    s.add_argument("--json", help="also write the figures here")
-    s.set_defaults(func=lambda a: _write(bench_sweep(a), a.json) or 0)

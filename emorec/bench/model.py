@@ -23,6 +23,7 @@ import torch
 
 from emorec.bench.isolation import isolation_check
 from emorec.bench.profiling import profile_steps
+from emorec.bench.shapes import SHAPE_LABELS, shape_config
 from emorec.config import MethodConfig, RunConfig
 from emorec.dist import SINGLE
 from emorec.model.adapters import trainable_parameters
@@ -70,28 +71,6 @@ def settings(args: argparse.Namespace) -> Settings:
         budgets=tuple(args.budget or [512]), batch=8, pad_to=None, prompt_mean=28, prompt_spread=10, prompt_range=(6, 60),
         pre_seq_len=16, eval_batch=8, eval_batches=2 if args.quick else 5, new_tokens=4, compile=args.compile,
     )
-
-
-# ChatGLM2-6B / ChatGLM3-6B as their config.json describes them (the keys the conversion reads).
-CHATGLM_6B = {"hidden_size": 4096, "num_layers": 28, "num_attention_heads": 32, "kv_channels": 128,
-              "multi_query_attention": True, "multi_query_group_num": 2, "ffn_hidden_size": 13696,
-              "padded_vocab_size": 65024, "layernorm_epsilon": 1e-5, "add_qkv_bias": True, "add_bias_linear": False,
-              "rmsnorm": True, "post_layer_norm": True, "original_rope": True, "eos_token_id": 2, "pad_token_id": 0}
-SHAPES = ("glm4-9b", "chatglm2-6b", "chatglm3-6b")
-SHAPE_LABELS = {"glm4-9b": "GLM-4-9B shape (GlmConfig defaults)", "chatglm2-6b": "ChatGLM2-6B shape (converted)",
-                "chatglm3-6b": "ChatGLM3-6B shape (converted)"}
-
-
-def shape_config(shape: str):
-    """The GlmConfig of a full-size model shape: GLM-4-9B, or ChatGLM2/3-6B mapped as `emorec convert` maps them."""
-    from transformers import GlmConfig
-
-    from emorec.model.chatglm_weights import glm_config
-
-    if shape == "glm4-9b":
-        return GlmConfig()
-    version = int(shape[7])
-    return glm_config({**CHATGLM_6B, "seq_length": 32768 if version == 2 else 8192}, version, shape)
 
 
 def build_model(gpu: bool, shape: str = "glm4-9b"):
@@ -508,38 +487,3 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result = run_bench(args)
     print("\n" + format_table(result), flush=True)
     return 1 if result["errors"] or not all(c["ok"] for c in result["checks"]) else 0
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=["lora", "ptuning", "both"], default="both")
-    p.add_argument("--shape", choices=SHAPES, default="glm4-9b",
-                   help="full-size model shape built on a GPU, random weights (on CPU the bench uses tiny-glm)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="baseline steps per round, and the data size: emorec's rounds are whole epochs over the "
-                        "same data (default: 10 GPU, 8 CPU; CPU takes the best of 3 rounds)")
-    p.add_argument("--budget", type=int, nargs="+", default=None,
-                   help="tokens per packed row; several give a training row each (with --compile the eager rows take only "
-                        "the first; default: 8192 GPU, 512 CPU)")
-    p.add_argument("--quick", action="store_true", help="fewer steps and eval batches")
-    p.add_argument("--compile", action="store_true",
-                   help="also time emorec's side with torch.compile on each decoder layer (train rows)")
-    p.add_argument("--compiled-only", action="store_true", help="with --compile, skip the eager emorec rows")
-    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                   help="profile this many training steps of each emorec row set, at its largest budget "
-                        "(device time by kernel group, top kernels, host-side calls)")
-    p.add_argument("--no-eval", action="store_true", help="skip the label-scoring vs generate-and-parse rows")
-    p.add_argument("--out", default="bench.json", help="where to write the JSON results")
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="emorec's training/eval paths vs a plain transformers+peft loop")
-    add_arguments(p)
-    p.set_defaults(func=cmd_bench)
-
-
-if __name__ == "__main__":
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m emorec.bench.model")
-    add_arguments(parser)
-    sys.exit(cmd_bench(parser.parse_args()))

@@ -39,8 +39,6 @@ class Predictor:
 
 
 def load_predictor(run_url: str, storage_options: dict | None = None) -> Predictor:
-    from peft import PeftModel
-
     store = open_store(run_url, storage_options)
     for needed in ("config.json", "spec.json", f"{ADAPTER}/adapter_config.json"):
         if not store.exists(needed):

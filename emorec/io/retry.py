@@ -6,12 +6,14 @@ import logging
 import time
 from typing import Callable, TypeVar
 
-from emorec.errors import StorageError
+from emorec.errors import EmorecError, StorageError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-NOT_TRANSIENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError)
+# emorec's own errors (a path refused, a checkpoint that does not verify) are the same on every attempt.
+NOT_TRANSIENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, ValueError, TypeError,
+                 EmorecError)
 
 # What the user can do once the endpoint is back: a training run resumes, anything else is simply run again.
 AFTER_TRAINING = "Completed checkpoints are intact: re-run with resume=auto once it is back."

@@ -5,7 +5,6 @@ No code from a checkpoint runs: ChatGLM2/3 are converted on load (see chatglm_we
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re

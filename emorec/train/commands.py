@@ -33,6 +33,26 @@ def register(sub) -> None:
     t.add_argument("overrides", nargs="*", metavar="key=value")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     t.set_defaults(func=cmd_train)
-    from emorec.train import export
+    register_export(sub)
 
-    export.register(sub)
+
+def register_export(sub) -> None:
+    x = sub.add_parser(
+        "export", help="write a finished run's adapter to a folder, as trained or in ChatGLM2/3's own layout",
+        description="Copy RUN's adapter to OUT. --layout peft (default): the peft adapter emorec trained on the "
+                    "native GLM model. --layout chatglm: for a run on ChatGLM2/3, the same adapter in ChatGLM's "
+                    "layout, exactly equivalent: a peft LoRA on the fused query_key_value (rank 3r), or a THUDM "
+                    "P-Tuning v2 checkpoint (transformer.prefix_encoder.embedding.weight in pytorch_model.bin, "
+                    "config.json with pre_seq_len), loadable by THUDM's own code.")
+    x.add_argument("run", help="the run's output URL (path, file://, s3://...)")
+    x.add_argument("out", help="a new local folder")
+    x.add_argument("--layout", choices=("peft", "chatglm"), default="peft")
+    x.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    from emorec.train.export import export_run
+
+    method = export_run(args.run, args.out, args.layout)
+    print(f"{args.run}: {method} adapter written to {args.out} ({args.layout} layout)")
+    return 0

@@ -71,23 +71,3 @@ def _open(run_url: str, storage_options: dict | None):
     from emorec.io.storage import open_store
 
     return open_store(run_url, storage_options)
-
-
-def register(sub) -> None:
-    x = sub.add_parser(
-        "export", help="write a finished run's adapter to a folder, as trained or in ChatGLM2/3's own layout",
-        description="Copy RUN's adapter to OUT. --layout peft (default): the peft adapter emorec trained on the "
-                    "native GLM model. --layout chatglm: for a run on ChatGLM2/3, the same adapter in ChatGLM's "
-                    "layout, exactly equivalent: a peft LoRA on the fused query_key_value (rank 3r), or a THUDM "
-                    "P-Tuning v2 checkpoint (transformer.prefix_encoder.embedding.weight in pytorch_model.bin, "
-                    "config.json with pre_seq_len), loadable by THUDM's own code.")
-    x.add_argument("run", help="the run's output URL (path, file://, s3://...)")
-    x.add_argument("out", help="a new local folder")
-    x.add_argument("--layout", choices=("peft", "chatglm"), default="peft")
-    x.set_defaults(func=cmd_export)
-
-
-def cmd_export(args) -> int:
-    method = export_run(args.run, args.out, args.layout)
-    print(f"{args.run}: {method} adapter written to {args.out} ({args.layout} layout)")
-    return 0

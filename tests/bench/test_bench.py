@@ -12,7 +12,7 @@ ROW_KEYS = {"task", "method", "system", "samples_per_s", "tokens_per_s", "mfu_me
 
 def test_quick_cpu_bench_prints_table_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "emorec.bench.model", "--quick", "--out", str(out)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "emorec", "bench", "--quick", "--out", str(out)], capture_output=True,
                           text=True, timeout=240, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "samples/s" in proc.stdout and "MFU" in proc.stdout

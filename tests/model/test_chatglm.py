@@ -261,7 +261,7 @@ def test_bench_shapes_are_full_size_chatglm():
     """emorec bench --shape chatglm2-6b: the GPU model is ChatGLM2-6B as the conversion maps it (6.24 B parameters)."""
     from transformers import GlmForCausalLM
 
-    from emorec.bench.model import shape_config
+    from emorec.bench.shapes import shape_config
 
     for shape, positions in (("chatglm2-6b", 32768), ("chatglm3-6b", 8192)):
         config = shape_config(shape)

@@ -134,8 +134,11 @@ def test_store_refuses_paths_outside_its_root(tmp_path):
     store = open_store(str(tmp_path / "run"))
     (tmp_path / "outside.json").write_text("{}")
     for rel in ("../outside.json", "a/../../outside.json", "/etc/hostname", "a//b"):
-        with pytest.raises(EmorecError, match="not a plain relative path"):
-            store.read_json(rel)
+        for op in (store.read_json, store.exists, store.digest):
+            with pytest.raises(EmorecError, match="not a plain relative path") as refused:
+                op(rel)
+            # refused at once, as itself: no retries, no "the storage endpoint may be down"
+            assert "attempts" not in str(refused.value) and "endpoint" not in str(refused.value)
     assert store.path("checkpoints", "step-0000001") == f"{store.root}/checkpoints/step-0000001"
 
 

@@ -60,21 +60,27 @@ def test_killed_worker_job_resumes_from_storage_and_matches_uninterrupted_run(ra
     from emorec.launch.ray_train import run_job
 
     fs = make_bucket(BUCKET)
-    full = run_job(_job_config(tmp_path, fixtures_dir, f"s3://{BUCKET}/full"))
-    assert full["steps"] == 30
-
-    cfg = _job_config(tmp_path, fixtures_dir, f"s3://{BUCKET}/killed")
     outcome = {}
-    thread = threading.Thread(target=lambda: outcome.update(result=run_job(cfg)))
-    thread.start()
+
+    def fit(run: str) -> threading.Thread:
+        cfg = _job_config(tmp_path, fixtures_dir, f"s3://{BUCKET}/{run}")
+        thread = threading.Thread(target=lambda: outcome.update({run: run_job(cfg)}))
+        thread.start()
+        return thread
+
+    killed = fit("killed")
     _wait_for(lambda: fs.exists(f"{BUCKET}/killed/checkpoints/step-0000005/MANIFEST.json"), 240, "first checkpoint")
     fs.invalidate_cache()
     assert not fs.exists(f"{BUCKET}/killed/checkpoints/step-0000030/MANIFEST.json")
     workers = train_workers(ray_local)
     assert len(workers) == 2
+    # The uninterrupted run, on the cluster's other CPU while the killed one recovers: its workers start after the
+    # pids above were taken, so only the first job loses one.
+    full = fit("full")
     os.kill(workers[-1], signal.SIGKILL)
-    thread.join(timeout=400)
-    assert outcome["result"]["steps"] == 30
+    killed.join(timeout=400)
+    full.join(timeout=400)
+    assert outcome["killed"]["steps"] == 30 and outcome["full"]["steps"] == 30
 
     fs.invalidate_cache()
     a, b = _adapter(fs, f"{BUCKET}/full"), _adapter(fs, f"{BUCKET}/killed")
