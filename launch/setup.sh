@@ -17,10 +17,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch first: a plain `torch` requirement would otherwise pull a multi-GB CUDA build.
-.venv/bin/python -m pip install --quiet "torch==${EMOREC_TORCH_VERSION:-2.13.0}"
+TORCH=${EMOREC_TORCH_VERSION:-2.13.0}
+.venv/bin/python -m pip install --quiet "torch==$TORCH"
 if [ "$CONSTRAINTS" = none ]; then
-  echo "setup: installing the newest versions pyproject.toml allows (no constraints)"
-  .venv/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+  echo "setup: installing the newest versions pyproject.toml allows (no constraints; torch stays $TORCH)"
+  # An eager upgrade would otherwise replace this torch with the newest, a multi-GB CUDA build.
+  HOLD=$(mktemp)
+  trap 'rm -f "$HOLD"' EXIT
+  echo "torch==$TORCH" > "$HOLD"
+  .venv/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -c "$HOLD" -e ".[dev]"
 else
   echo "setup: installing the tested versions in $CONSTRAINTS"
   .venv/bin/python -m pip install --quiet -c "$CONSTRAINTS" -e ".[dev]"
