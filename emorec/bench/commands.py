@@ -31,15 +31,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from emorec.bench.model import cmd_bench
+    from emorec.bench import model
 
-    return cmd_bench(args)
-
-
-def _cluster():
-    from emorec.bench import cluster
-
-    return cluster
+    return model.cmd_bench(args)
 
 
 def _write(result: dict, path: str | None) -> None:
@@ -48,28 +42,39 @@ def _write(result: dict, path: str | None) -> None:
             json.dump(result, f, indent=2)
 
 
-def register_cluster(subparsers) -> None:
-    u = subparsers.add_parser("bench-upload", help="checkpoint upload throughput vs a raw fsspec put of the same bytes")
-    u.add_argument("--url", default="s3://emorec-bench/upload", help="where to upload (any fsspec URL)")
-    u.add_argument("--start-moto", action="store_true", help="start a loopback S3 endpoint (moto) for the run")
-    u.add_argument("--mb", type=int, default=256, help="total shard size")
-    u.add_argument("--files", type=int, default=4)
-    u.add_argument("--rounds", type=int, default=3)
-    u.add_argument("--json", help="also write the figures here")
-    u.set_defaults(func=lambda a: _write(_cluster().bench_upload(a), a.json) or 0)
+def cmd_bench_upload(args: argparse.Namespace) -> int:
+    from emorec.bench.cluster import bench_upload
 
-    s = subparsers.add_parser("bench-sweep", help="the quickstart sweep's makespan against sum(job times) / slots",
-                              description="Run the quickstart's sweep (fixtures, configs/quickstart.yaml) and print "
-                                          "its makespan against the ideal: the sum of job times over the slots. "
-                                          "Overrides set sweep keys, e.g. max_concurrent=2 set.train.max_steps=60.")
-    s.add_argument("--out", default="runs/bench-sweep")
-    s.add_argument("overrides", nargs="*", metavar="key=value")
-    s.add_argument("--json", help="also write the figures here")
-    s.set_defaults(func=lambda a: _write(_cluster().bench_sweep(a), a.json) or 0)
+    _write(bench_upload(args), args.json)
+    return 0
+
+
+def cmd_bench_sweep(args: argparse.Namespace) -> int:
+    from emorec.bench.cluster import bench_sweep
+
+    _write(bench_sweep(args), args.json)
+    return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="emorec's training/eval paths vs a plain transformers+peft loop")
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
-    register_cluster(sub)
+
+    u = sub.add_parser("bench-upload", help="checkpoint upload throughput vs a raw fsspec put of the same bytes")
+    u.add_argument("--url", default="s3://emorec-bench/upload", help="where to upload (any fsspec URL)")
+    u.add_argument("--start-moto", action="store_true", help="start a loopback S3 endpoint (moto) for the run")
+    u.add_argument("--mb", type=int, default=256, help="total shard size")
+    u.add_argument("--files", type=int, default=4)
+    u.add_argument("--rounds", type=int, default=3)
+    u.add_argument("--json", help="also write the figures here")
+    u.set_defaults(func=cmd_bench_upload)
+
+    s = sub.add_parser("bench-sweep", help="the quickstart sweep's makespan against sum(job times) / slots",
+                       description="Run the quickstart's sweep (fixtures, configs/quickstart.yaml) and print its "
+                                   "makespan against the ideal: the sum of job times over the slots. Overrides set "
+                                   "sweep keys, e.g. max_concurrent=2 set.train.max_steps=60.")
+    s.add_argument("--out", default="runs/bench-sweep")
+    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.add_argument("--json", help="also write the figures here")
+    s.set_defaults(func=cmd_bench_sweep)
