@@ -61,6 +61,7 @@ def bench_upload(args: argparse.Namespace) -> dict:
     size = sum(os.path.getsize(os.path.join(tag_dir, n)) for n in os.listdir(tag_dir))
     raw, ours = [], []
     for round_ in range(args.rounds):
+        store.fs.makedirs(store.path(f"raw-{round_}"), exist_ok=True)  # a local folder needs it; S3 has no folders
         started = time.perf_counter()
         for name in sorted(os.listdir(tag_dir)):
             store.fs.put_file(os.path.join(tag_dir, name), store.path(f"raw-{round_}", name))

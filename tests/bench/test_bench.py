@@ -70,3 +70,16 @@ def test_bench_upload_without_moto_says_how_to_get_it(monkeypatch, capsys):
     assert main(["bench-upload", "--start-moto", "--mb", "1", "--files", "1", "--rounds", "1"]) == 2
     err = capsys.readouterr().err
     assert "emorec[dev]" in err and "--start-moto" in err and "Traceback" not in err
+
+
+def test_bench_upload_to_a_local_folder_writes_its_figures(tmp_path, capsys):
+    from emorec.cli import main
+
+    out = tmp_path / "figures.json"
+    assert main(["bench-upload", "--url", f"file://{tmp_path / 'store'}", "--mb", "1", "--files", "2", "--rounds", "2",
+                 "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["rounds"] == 2 and len(figures["raw_put_s"]) == len(figures["emorec_upload_s"]) == 2
+    assert figures["raw_mb_s"] > 0 and figures["emorec_mb_s"] > 0 and "ratio" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "store" / "raw-1").iterdir()) == sorted(
+        p.name for p in (tmp_path / "store" / "raw-0").iterdir())
