@@ -83,6 +83,25 @@ def test_sweep_set_with_nested_keys_changes_only_those_keys():
     assert job.train.micro_batch_size == 8 and job.train.grad_accum == 1
 
 
+def test_per_dataset_keys_reach_only_that_datasets_jobs_and_come_after_per_method():
+    sweep = load_sweep(str(REPO / "configs" / "quickstart.yaml"),
+                       ["datasets=[carer, goemotions]", "per_dataset={goemotions: {train.micro_batch_size: 24}}"])
+    jobs = {j.name: j for j in expand(sweep)}
+    assert jobs["goemotions_lora"].train.micro_batch_size == 24
+    assert jobs["goemotions_ptuning"].train.micro_batch_size == 24  # per_method sets 16 for ptuning
+    assert jobs["carer_lora"].train.micro_batch_size == 8 and jobs["carer_ptuning"].train.micro_batch_size == 16
+    assert jobs["goemotions_ptuning"].lr == jobs["carer_ptuning"].lr == 0.2
+
+
+def test_per_dataset_typo_is_named_and_a_dataset_left_out_is_not_an_error():
+    with pytest.raises(ConfigError, match="per_dataset names 'goemotion'.*expected one of: carer, goemotions"):
+        expand(load_sweep(str(REPO / "configs" / "quickstart.yaml"),
+                          ["datasets=[carer, goemotions]", "per_dataset={goemotion: {train.lr: 0.1}}"]))
+    # The quickstart tunes goemotions; narrowing it to one other dataset keeps working.
+    (lora,) = expand(load_sweep(str(REPO / "configs" / "quickstart.yaml"), ["datasets=[meld]", "methods=[lora]"]))
+    assert lora.train.micro_batch_size == 8
+
+
 def test_unknown_sweep_key_lists_sweep_keys():
     with pytest.raises(ConfigError) as e:
         load_sweep(str(REPO / "configs" / "quickstart.yaml"), ["max_concurrency=3"])

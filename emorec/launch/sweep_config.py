@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 
 from emorec.config import RunConfig, Strict, _format, apply_overrides, build_config, read_yaml, resolve_repo_path
+from emorec.data import LOADERS
 from emorec.errors import ConfigError
 from emorec.launch.concurrency import WORKER_KEY
 
@@ -22,6 +23,8 @@ class SweepConfig(Strict):
     data_root: str | None = Field(default=None, description="if set, data.path = DATA_ROOT/<dataset>")
     set: dict[str, Any] = Field(default_factory=dict, description="run keys applied to every job")
     per_method: dict[Literal["lora", "ptuning"], dict[str, Any]] = Field(default_factory=dict)
+    per_dataset: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="dataset -> run keys for its jobs; applied after set and per_method")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="run key -> values: one job per combination")
     max_concurrent: int = Field(default=0, ge=0, description="jobs at once; 0 = as many as resources allow")
 
@@ -53,6 +56,11 @@ def expand(sweep: SweepConfig) -> list[RunConfig]:
     """Every job's full run config, validated now so a typo fails before any cluster resource is taken."""
     jobs = []
     axes = list(sweep.grid.items())
+    # A known dataset the sweep does not run (datasets=[meld] on the quickstart) is fine; a name that is neither is a typo.
+    unknown = [name for name in sweep.per_dataset if name not in sweep.datasets and name not in LOADERS]
+    if unknown:
+        raise ConfigError(f"per_dataset names {', '.join(map(repr, unknown))}, which is not a dataset of this sweep "
+                          f"(expected one of: {', '.join(sweep.datasets)})")
     for dataset, method in itertools.product(sweep.datasets, sweep.methods):
         base_path = resolve_repo_path(sweep.base.format(dataset=dataset, method=method))
         for combo in itertools.product(*[values for _, values in axes]) if axes else [()]:
@@ -61,7 +69,7 @@ def expand(sweep: SweepConfig) -> list[RunConfig]:
             group = "_".join([f"{dataset}_{method}", *(_suffix(k, v) for (k, _), v in zip(axes, combo)
                                                       if k != WORKER_KEY)])
             items = {**_flat(sweep.set), **_flat(sweep.per_method.get(method, {})),
-                     **{k: v for (k, _), v in zip(axes, combo)}}
+                     **_flat(sweep.per_dataset.get(dataset, {})), **{k: v for (k, _), v in zip(axes, combo)}}
             overrides = [f"{k}={_yaml(v)}" for k, v in items.items()]
             overrides += [f"name={name}", f"output={sweep.output.rstrip('/')}/{name}"]
             if WORKER_KEY in sweep.grid:
