@@ -93,6 +93,22 @@ def test_per_dataset_keys_reach_only_that_datasets_jobs_and_come_after_per_metho
     assert jobs["goemotions_ptuning"].lr == jobs["carer_ptuning"].lr == 0.2
 
 
+def test_per_dataset_method_entries_reach_only_that_methods_job():
+    sweep = load_sweep(str(REPO / "configs" / "quickstart.yaml"),
+                       ["datasets=[goemotions]", "per_dataset={goemotions: {seed: 7, lora: {train.lr: 0.03}}}"])
+    jobs = {j.name: j for j in expand(sweep)}
+    assert jobs["goemotions_lora"].lr == 0.03 and jobs["goemotions_ptuning"].lr == 0.2
+    assert jobs["goemotions_lora"].seed == jobs["goemotions_ptuning"].seed == 7
+    with pytest.raises(ConfigError, match="per_dataset entry 'ptuning' must map run keys"):
+        expand(load_sweep(str(REPO / "configs" / "quickstart.yaml"), ["per_dataset={carer: {ptuning: 3}}"]))
+
+
+def test_the_quickstart_gives_goemotions_lora_its_own_batch():
+    jobs = {j.name: j for j in expand(load_sweep(str(REPO / "configs" / "quickstart.yaml"), ["datasets=[goemotions]"]))}
+    assert jobs["goemotions_lora"].train.micro_batch_size == 32 and jobs["goemotions_lora"].method.lora.dropout == 0
+    assert jobs["goemotions_ptuning"].train.micro_batch_size == 16
+
+
 def test_per_dataset_typo_is_named_and_a_dataset_left_out_is_not_an_error():
     with pytest.raises(ConfigError, match="per_dataset names 'goemotion'.*expected one of: carer, goemotions"):
         expand(load_sweep(str(REPO / "configs" / "quickstart.yaml"),

@@ -13,6 +13,9 @@ from emorec.errors import ConfigError
 from emorec.launch.concurrency import WORKER_KEY
 
 
+METHODS = ("lora", "ptuning")
+
+
 class SweepConfig(Strict):
     name: str = "sweep"
     output: str = Field(default="runs/sweep", description="each job writes under OUTPUT/<job name>")
@@ -24,7 +27,8 @@ class SweepConfig(Strict):
     set: dict[str, Any] = Field(default_factory=dict, description="run keys applied to every job")
     per_method: dict[Literal["lora", "ptuning"], dict[str, Any]] = Field(default_factory=dict)
     per_dataset: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="dataset -> run keys for its jobs; applied after set and per_method")
+        default_factory=dict, description="dataset -> run keys for its jobs, applied after set and per_method; "
+                                          "under lora: or ptuning: only for that method's job")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="run key -> values: one job per combination")
     max_concurrent: int = Field(default=0, ge=0, description="jobs at once; 0 = as many as resources allow")
 
@@ -69,7 +73,8 @@ def expand(sweep: SweepConfig) -> list[RunConfig]:
             group = "_".join([f"{dataset}_{method}", *(_suffix(k, v) for (k, _), v in zip(axes, combo)
                                                       if k != WORKER_KEY)])
             items = {**_flat(sweep.set), **_flat(sweep.per_method.get(method, {})),
-                     **_flat(sweep.per_dataset.get(dataset, {})), **{k: v for (k, _), v in zip(axes, combo)}}
+                     **_dataset_keys(sweep.per_dataset.get(dataset, {}), method),
+                     **{k: v for (k, _), v in zip(axes, combo)}}
             overrides = [f"{k}={_yaml(v)}" for k, v in items.items()]
             overrides += [f"name={name}", f"output={sweep.output.rstrip('/')}/{name}"]
             if WORKER_KEY in sweep.grid:
@@ -84,6 +89,17 @@ def expand(sweep: SweepConfig) -> list[RunConfig]:
     if not jobs:
         raise ConfigError("sweep has no jobs: give at least one dataset and one method")
     return jobs
+
+
+def _dataset_keys(keys: dict[str, Any], method: str) -> dict[str, Any]:
+    """A per_dataset entry's run keys for one method's job: its own keys, then those under `lora:`/`ptuning:`."""
+    scoped = {m: keys[m] for m in METHODS if m in keys}
+    for m, value in scoped.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"per_dataset entry {m!r} must map run keys to values for the {m} job "
+                              f"(e.g. {m}: {{train.lr: 0.01}}); got {value!r}")
+    common = {k: v for k, v in keys.items() if k not in METHODS}
+    return {**_flat(common), **_flat(scoped.get(method, {}))}
 
 
 def _flat(keys: dict[str, Any], prefix: str = "") -> dict[str, Any]:
