@@ -6,7 +6,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import fsspec
 import yaml
@@ -80,8 +80,12 @@ class PTuningConfig(Strict):
     encoder_hidden_size: int | None = Field(default=None, ge=1)
 
 
+Method = Literal["lora", "ptuning"]
+METHODS: tuple[str, ...] = get_args(Method)
+
+
 class MethodConfig(Strict):
-    name: Literal["lora", "ptuning"] = "lora"
+    name: Method = "lora"
     lora: LoraConfig = Field(default_factory=LoraConfig)
     ptuning: PTuningConfig = Field(default_factory=PTuningConfig)
 

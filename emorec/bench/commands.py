@@ -7,10 +7,11 @@ import argparse
 import json
 
 from emorec.bench.shapes import SHAPES
+from emorec.config import METHODS
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", choices=["lora", "ptuning", "both"], default="both")
+    p.add_argument("--method", choices=[*METHODS, "both"], default="both")
     p.add_argument("--shape", choices=SHAPES, default="glm4-9b",
                    help="full-size model shape built on a GPU, random weights (on CPU the bench uses tiny-glm)")
     p.add_argument("--steps", type=int, default=None,

@@ -24,7 +24,7 @@ import torch
 from emorec.bench.isolation import isolation_check
 from emorec.bench.profiling import profile_steps
 from emorec.bench.shapes import SHAPE_LABELS, shape_config
-from emorec.config import MethodConfig, RunConfig
+from emorec.config import METHODS, MethodConfig, RunConfig
 from emorec.dist import SINGLE
 from emorec.model.adapters import trainable_parameters
 from emorec.model.families import compile_decoder_layers
@@ -367,7 +367,7 @@ def run_bench(args: argparse.Namespace) -> dict:
     n_features = (s.warmup + s.rounds * s.steps + args.profile) * max(1, max(s.budgets) // s.prompt_mean)
     features, answers = synthetic_data(s, base.config.vocab_size, eos, n_features)
     prompts = [f.prompt_ids for f in features]
-    methods = ["lora", "ptuning"] if args.method == "both" else [args.method]
+    methods = list(METHODS) if args.method == "both" else [args.method]
     rec = Recorder({
         "device": torch.cuda.get_device_name() if s.gpu else "cpu",
         "model": f"{SHAPE_LABELS[args.shape]}, random, bf16" if s.gpu else "tiny-glm, fp32",

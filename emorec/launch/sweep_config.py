@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, ValidationError
 
-from emorec.config import RunConfig, Strict, _format, apply_overrides, build_config, read_yaml, resolve_repo_path
+from emorec.config import (METHODS, Method, RunConfig, Strict, _format, apply_overrides, build_config, read_yaml,
+                           resolve_repo_path)
 from emorec.data import LOADERS
 from emorec.errors import ConfigError
 from emorec.launch.concurrency import WORKER_KEY
-
-
-METHODS = ("lora", "ptuning")
 
 
 class SweepConfig(Strict):
@@ -22,10 +20,10 @@ class SweepConfig(Strict):
     storage_options: dict[str, Any] = Field(default_factory=dict)
     base: str = Field(default="configs/runs/{dataset}_{method}.yaml", description="run config per job")
     datasets: list[str]
-    methods: list[Literal["lora", "ptuning"]] = Field(default_factory=lambda: ["lora", "ptuning"])
+    methods: list[Method] = Field(default_factory=lambda: list(METHODS))
     data_root: str | None = Field(default=None, description="if set, data.path = DATA_ROOT/<dataset>")
     set: dict[str, Any] = Field(default_factory=dict, description="run keys applied to every job")
-    per_method: dict[Literal["lora", "ptuning"], dict[str, Any]] = Field(default_factory=dict)
+    per_method: dict[Method, dict[str, Any]] = Field(default_factory=dict)
     per_dataset: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="dataset -> run keys for its jobs, applied after set and per_method; "
                                           "under lora: or ptuning: only for that method's job")
@@ -60,7 +58,7 @@ def expand(sweep: SweepConfig) -> list[RunConfig]:
     """Every job's full run config, validated now so a typo fails before any cluster resource is taken."""
     jobs = []
     axes = list(sweep.grid.items())
-    # A known dataset the sweep does not run (datasets=[meld] on the quickstart) is fine; a name that is neither is a typo.
+    # A known dataset the sweep does not run (the quickstart with datasets=[meld]) is fine; anything else is a typo.
     unknown = [name for name in sweep.per_dataset if name not in sweep.datasets and name not in LOADERS]
     if unknown:
         raise ConfigError(f"per_dataset names {', '.join(map(repr, unknown))}, which is not a dataset of this sweep "
