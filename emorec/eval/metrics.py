@@ -1,6 +1,8 @@
-"""Each dataset's metric as its literature reports it, plus a confusion matrix."""
+"""Each dataset's metric as its literature reports it, plus a confusion matrix and the score of chance."""
 
 from __future__ import annotations
+
+import random
 
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, multilabel_confusion_matrix
 from sklearn.preprocessing import MultiLabelBinarizer
@@ -16,8 +18,15 @@ PRIMARY = {
 METRICS = tuple(PRIMARY)
 
 
-def score(spec: DatasetSpec, gold: list[tuple[str, ...]], pred: list[tuple[str, ...]]) -> dict:
+# How many guesses `chance` makes in all, in rounds of one guess per example: a small test split gets more rounds
+# (at most CHANCE_ROUNDS[1]), a large one, whose score varies less from round to round, fewer (at least [0]).
+CHANCE_GUESSES = 20_000
+CHANCE_ROUNDS = (5, 50)
+
+
+def _values(spec: DatasetSpec, gold: list[tuple[str, ...]], pred: list[tuple[str, ...]], *, with_cm: bool = True):
     labels = list(spec.labels)
+    cm = None
     if spec.metric == "multilabel_macro_f1":
         mlb = MultiLabelBinarizer(classes=labels)
         y, p = mlb.fit_transform(gold), mlb.transform(pred)
@@ -26,7 +35,8 @@ def score(spec: DatasetSpec, gold: list[tuple[str, ...]], pred: list[tuple[str, 
             "micro_f1": f1_score(y, p, average="micro", zero_division=0),
             "exact_match": accuracy_score(y, p),
         }
-        cm = multilabel_confusion_matrix(y, p).tolist()
+        if with_cm:
+            cm = multilabel_confusion_matrix(y, p).tolist()
     else:
         y, p = [g[0] for g in gold], [q[0] for q in pred]
         values = {
@@ -37,14 +47,36 @@ def score(spec: DatasetSpec, gold: list[tuple[str, ...]], pred: list[tuple[str, 
         if spec.metric == "micro_f1_no_neutral":
             non_neutral = [label for label in labels if label != spec.neutral]
             values["micro_f1_no_neutral"] = f1_score(y, p, labels=non_neutral, average="micro", zero_division=0)
-        cm = confusion_matrix(y, p, labels=labels).tolist()
+        if with_cm:
+            cm = confusion_matrix(y, p, labels=labels).tolist()
+    return values, cm
+
+
+def chance(spec: DatasetSpec, gold: list[tuple[str, ...]], *, seed: int = 0) -> float:
+    """The primary metric that guessing one label uniformly at random scores on `gold`, averaged over seeded rounds
+    of guesses: the floor that a run which learned something must clear."""
+    if not gold:
+        return 0.0
+    rng = random.Random(seed)
+    labels, primary = list(spec.labels), PRIMARY[spec.metric]
+    draws = min(max(CHANCE_ROUNDS[0], CHANCE_GUESSES // len(gold)), CHANCE_ROUNDS[1])
+    total = 0.0
+    for _ in range(draws):
+        guesses = [(rng.choice(labels),) for _ in gold]
+        total += _values(spec, gold, guesses, with_cm=False)[0][primary]
+    return total / draws
+
+
+def score(spec: DatasetSpec, gold: list[tuple[str, ...]], pred: list[tuple[str, ...]]) -> dict:
+    values, cm = _values(spec, gold, pred)
     primary = PRIMARY[spec.metric]
     return {
         "metric": spec.metric,
         "primary": primary,
         "value": float(values[primary]),
+        "chance": float(chance(spec, gold)),
         "values": {k: float(v) for k, v in values.items()},
-        "labels": labels,
+        "labels": list(spec.labels),
         "confusion_matrix": cm,
         "n": len(gold),
     }

@@ -7,13 +7,14 @@ from typing import Iterable
 
 def results_table(rows: Iterable[dict]) -> str:
     rows = list(rows)
-    header = ("job", "dataset", "method", "metric", "value", "steps", "time_s", "status")
+    header = ("job", "dataset", "method", "metric", "value", "chance", "steps", "time_s", "status")
     lines = []
     for r in rows:
-        value = r.get("value")
+        value, floor = r.get("value"), r.get("chance")
         lines.append((
             r.get("name", "?"), r.get("dataset", "?"), r.get("method", "?"), r.get("primary", "-"),
-            f"{100 * value:.2f}" if isinstance(value, float) else "-", str(r.get("steps", "-")),
+            f"{100 * value:.2f}" if isinstance(value, float) else "-",
+            f"{100 * floor:.2f}" if isinstance(floor, float) else "-", str(r.get("steps", "-")),
             f"{r['wall_seconds']:.1f}" if isinstance(r.get("wall_seconds"), (int, float)) else "-",
             r.get("status", "ok"),
         ))

@@ -64,8 +64,8 @@ def _try_json(store: RunStore, rel: str, *, strict: bool = True):
 
 # The keys a report reads from a metrics.json or a results.json row, and what each must be (null is allowed).
 _STR_KEYS = ("name", "dataset", "method", "metric", "primary", "split", "status", "error")
-_NUMBER_KEYS = ("value", "final_loss", "train_seconds", "wall_seconds", "samples_per_s", "tokens_per_s", "step_time_s",
-                "step_time_mean_s", "time_to_first_step_s")
+_NUMBER_KEYS = ("value", "chance", "final_loss", "train_seconds", "wall_seconds", "samples_per_s", "tokens_per_s",
+                "step_time_s", "step_time_mean_s", "time_to_first_step_s")
 _INT_KEYS = ("n", "steps", "world_size", "workers", "trainable_params", "total_params", "param_bytes", "grad_bytes",
              "zero_stage", "micro_batch_size", "grad_accum")
 
@@ -204,8 +204,8 @@ def _checked_curve(curve, where: str) -> list[list[float]]:
 # Tables
 # --------------------------------------------------------------------------------------------------
 
-RESULT_COLUMNS = ("job", "dataset", "method", "model", "workers", "split", "metric", "value", "published_best",
-                  "published_source", "chatglm2_lora_instructerc", "n", "steps", "samples_per_s", "status", "error")
+RESULT_COLUMNS = ("job", "dataset", "method", "model", "workers", "split", "metric", "value", "chance",
+                  "published_best", "published_source", "chatglm2_lora_instructerc", "n", "steps", "samples_per_s", "status", "error")
 
 
 # --------------------------------------------------------------------------------------------------

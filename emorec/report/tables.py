@@ -12,12 +12,13 @@ def result_rows(jobs: list[dict]) -> list[dict]:
     rows = []
     for j in jobs:
         metric = j.get("primary") or ""
-        value = j.get("value")
+        value, floor = j.get("value"), j.get("chance")
         rows.append({
             "job": j.get("name", "?"), "dataset": j.get("dataset", "?"), "method": j.get("method", "?"),
             "model": j.get("model"),
             "workers": j.get("world_size"), "split": j.get("split"), "metric": metric,
             "value": round(100 * float(value), 2) if isinstance(value, (int, float)) else None,
+            "chance": round(100 * float(floor), 2) if isinstance(floor, (int, float)) else None,
             **published(str(j.get("dataset", "")), metric),
             "n": j.get("n"), "steps": j.get("steps"),
             "samples_per_s": round(float(j["samples_per_s"]), 3) if j.get("samples_per_s") else None,
@@ -44,12 +45,11 @@ def _cell(v) -> str:
 
 
 def results_markdown(rows: list[dict]) -> str:
-    header = ["job", "dataset", "method", "workers", "metric", "value (%)", "best published (%)", "source",
-              "ChatGLM2-6B LoRA, InstructERC (%)", "status"]
-    keys = ["job", "dataset", "method", "workers", "metric", "value", "published_best", "published_source",
+    header = ["job", "dataset", "method", "workers", "metric", "value (%)", "chance (%)", "best published (%)",
+              "source", "ChatGLM2-6B LoRA, InstructERC (%)", "status"]
+    keys = ["job", "dataset", "method", "workers", "metric", "value", "chance", "published_best", "published_source",
             "chatglm2_lora_instructerc", "status"]
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if k in ("value", "published_best",
-                                                                            "chatglm2_lora_instructerc", "workers")
-                                                             else "---" for k in keys) + "|"]
+    numeric = ("value", "chance", "published_best", "chatglm2_lora_instructerc", "workers")
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if k in numeric else "---" for k in keys) + "|"]
     out += ["| " + " | ".join(_cell(r.get(k)) for k in keys) + " |" for r in rows]
     return "\n".join(out)

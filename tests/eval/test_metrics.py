@@ -3,7 +3,7 @@
 import pytest
 
 from emorec.data.schema import DatasetSpec
-from emorec.eval.metrics import score
+from emorec.eval.metrics import chance, score
 
 
 def spec(metric, labels=("neutral", "joy", "anger"), **kw):
@@ -41,3 +41,35 @@ def test_multilabel_macro_f1():
     # neutral f1 1, joy f1 1, anger: tp 0 fp 1 fn 1 -> 0
     assert m["value"] == pytest.approx(2 / 3)
     assert len(m["confusion_matrix"]) == 3
+
+
+def _labels(n):
+    return tuple(f"l{i}" for i in range(n))
+
+
+@pytest.mark.parametrize("metric,n_labels,expected", [
+    ("accuracy_macro_f1", 6, 1 / 6),  # CARER: one right in six
+    ("weighted_f1", 7, 1 / 7),  # balanced gold: every class's F1 is about 1/7
+    ("multilabel_macro_f1", 28, 1 / 28),  # GoEmotions: one guessed label per example
+])
+def test_chance_is_what_uniform_guessing_scores(metric, n_labels, expected):
+    labels = _labels(n_labels)
+    s = spec(metric, labels=labels, multi_label=metric.startswith("multilabel"))
+    gold = [(labels[i % n_labels],) for i in range(20 * n_labels)]
+    m = score(s, gold, gold)
+    assert m["value"] == pytest.approx(1.0)
+    assert m["chance"] == pytest.approx(expected, rel=0.15)
+    assert score(s, gold, [(labels[0],)] * len(gold))["chance"] == m["chance"]  # it depends on the gold labels only
+
+
+def test_chance_without_neutral_scores_only_the_other_labels():
+    labels = ("neutral", "joy", "anger", "fear")
+    gold = [("neutral",)] * 90 + [(labels[1 + i % 3],) for i in range(30)]
+    m = score(spec("micro_f1_no_neutral", labels=labels), gold, gold)
+    # 3/4 of the guesses are non-neutral labels (90 predicted positives), 1/4 of the 30 non-neutral golds are hit
+    tp = 30 / 4
+    assert m["chance"] == pytest.approx(2 * tp / (90 + 30), rel=0.2)
+
+
+def test_chance_of_an_empty_split_is_zero():
+    assert chance(spec("weighted_f1"), []) == 0.0

@@ -54,7 +54,7 @@ def sweep_dir(real_run, tmp_path_factory) -> Path:
     jobs = {
         "carer_lora": _job(real, "carer_lora"),
         "meld_lora": _job(real, "meld_lora", dataset="meld", metric="weighted_f1", primary="weighted_f1", value=0.6123,
-                          labels=MELD, confusion_matrix=cm7),
+                          chance=0.1389, labels=MELD, confusion_matrix=cm7),
         "dailydialog_lora": _job(real, "dailydialog_lora", dataset="dailydialog", metric="micro_f1_no_neutral",
                                  primary="micro_f1_no_neutral", value=0.5, labels=DAILYDIALOG, confusion_matrix=cm7),
         "goemotions_lora": _job(real, "goemotions_lora", dataset="goemotions", metric="multilabel_macro_f1",
@@ -109,7 +109,7 @@ def test_report_on_a_sweep_writes_tables_with_published_numbers_pngs_and_tensorb
     meld = rows["meld_lora"]
     assert (meld["metric"], meld["value"], meld["published_best"], meld["published_source"]) == \
         ("weighted_f1", "61.23", "70.44", "PRC-Emo")
-    assert meld["chatglm2_lora_instructerc"] == "65.58" and meld["model"] == "tiny-glm"
+    assert meld["chatglm2_lora_instructerc"] == "65.58" and meld["model"] == "tiny-glm" and meld["chance"] == "13.89"
     dd = rows["dailydialog_lora"]
     assert (dd["metric"], dd["value"], dd["published_best"], dd["published_source"]) == \
         ("micro_f1_no_neutral", "50.0", "64.07", "S+PAGE")
@@ -118,7 +118,7 @@ def test_report_on_a_sweep_writes_tables_with_published_numbers_pngs_and_tensorb
 
     md = (out / "report.md").read_text()
     assert_cites_papers(md)
-    assert "| meld_lora | meld | lora | 1 | weighted_f1 | 61.23 | 70.44 | PRC-Emo | 65.58 | ok |" in md
+    assert "| meld_lora | meld | lora | 1 | weighted_f1 | 61.23 | 13.89 | 70.44 | PRC-Emo | 65.58 | ok |" in md
     assert "64.07 | S+PAGE" in md and "LaERC-S" in md
     assert "7 jobs, 6 ok, 1 failed" in md and "no IEMOCAP" in md
     assert "not comparable with the published" in md  # tiny model, 16 examples
@@ -153,6 +153,7 @@ def test_report_on_a_single_run(real_run, tmp_path):
     metrics = json.loads((real_run / "metrics.json").read_text())
     assert len(rows) == 1 and rows[0]["job"] == "carer_lora" and rows[0]["metric"] == "accuracy"
     assert float(rows[0]["value"]) == pytest.approx(round(100 * metrics["value"], 2))
+    assert float(rows[0]["chance"]) == pytest.approx(round(100 * metrics["chance"], 2))
     _png_ok(tmp_path / "rep" / "confusion" / "carer_lora.png")
     _png_ok(tmp_path / "rep" / "train_curves.png")
     assert not (tmp_path / "rep" / "scaling.png").exists() and not (tmp_path / "rep" / "tensorboard").exists()
@@ -172,7 +173,7 @@ def test_report_reads_and_writes_object_storage(sweep_dir, s3_endpoint):
     written = build_report("s3://emorec-report/sweep")
     assert written["out"] == "s3://emorec-report/sweep/report"
     table = fs.cat("emorec-report/sweep/report/results.csv").decode()
-    assert "meld_lora,meld,lora,tiny-glm,1,test,weighted_f1,61.23,70.44,PRC-Emo,65.58" in table
+    assert "meld_lora,meld,lora,tiny-glm,1,test,weighted_f1,61.23,13.89,70.44,PRC-Emo,65.58" in table
     for rel in ("report.md", "scaling.png", "train_curves.png", "confusion/meld_lora.png"):
         assert fs.cat(f"emorec-report/sweep/report/{rel}"), rel
     assert any("tfevents" in p for p in fs.find("emorec-report/sweep/report/tensorboard/meld_lora"))
