@@ -55,10 +55,10 @@ def _values(spec: DatasetSpec, gold: list[tuple[str, ...]], pred: list[tuple[str
 def chance(spec: DatasetSpec, gold: list[tuple[str, ...]], *, seed: int = 0) -> float:
     """The primary metric that guessing one label uniformly at random scores on `gold`, averaged over seeded rounds
     of guesses: the floor that a run which learned something must clear."""
-    if not gold:
+    labels, primary = list(spec.labels), PRIMARY[spec.metric]
+    if not gold or not labels:
         return 0.0
     rng = random.Random(seed)
-    labels, primary = list(spec.labels), PRIMARY[spec.metric]
     draws = min(max(CHANCE_ROUNDS[0], CHANCE_GUESSES // len(gold)), CHANCE_ROUNDS[1])
     total = 0.0
     for _ in range(draws):

@@ -71,5 +71,6 @@ def test_chance_without_neutral_scores_only_the_other_labels():
     assert m["chance"] == pytest.approx(2 * tp / (90 + 30), rel=0.2)
 
 
-def test_chance_of_an_empty_split_is_zero():
+def test_chance_of_an_empty_split_or_label_set_is_zero():
     assert chance(spec("weighted_f1"), []) == 0.0
+    assert chance(spec("weighted_f1", labels=()), [("joy",)]) == 0.0
