@@ -293,7 +293,8 @@ def _markdown(run_url, results, rows, confusion_links, has_curves, scaling_md, a
         if meta.get("partial"):
             summary += " (no results.json yet: the jobs that have finished)"
         lines += [summary, ""]
-    lines += ["## Results", "", results_markdown(rows), "", sources_note()]
+    lines += ["## Results", "", results_markdown(rows), "",
+              "Chance is what guessing one label uniformly at random scores on the same split.", "", sources_note()]
     if any(str(j.get("model") or "").startswith("tiny") for j in jobs) \
             or any(r.get("n") is not None and int(r["n"]) < 200 for r in rows):
         lines += ["", "Runs on the tiny test model or on small evaluation sets (fixtures, `data.max_eval_samples`) are "

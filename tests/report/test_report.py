@@ -120,6 +120,7 @@ def test_report_on_a_sweep_writes_tables_with_published_numbers_pngs_and_tensorb
     assert_cites_papers(md)
     assert "| meld_lora | meld | lora | 1 | weighted_f1 | 61.23 | 13.89 | 70.44 | PRC-Emo | 65.58 | ok |" in md
     assert "64.07 | S+PAGE" in md and "LaERC-S" in md
+    assert "Chance is what guessing one label uniformly at random scores" in md
     assert "7 jobs, 6 ok, 1 failed" in md and "no IEMOCAP" in md
     assert "not comparable with the published" in md  # tiny model, 16 examples
 
