@@ -205,7 +205,8 @@ def _checked_curve(curve, where: str) -> list[list[float]]:
 # --------------------------------------------------------------------------------------------------
 
 RESULT_COLUMNS = ("job", "dataset", "method", "model", "workers", "split", "metric", "value", "chance",
-                  "published_best", "published_source", "chatglm2_lora_instructerc", "n", "steps", "samples_per_s", "status", "error")
+                  "published_best", "published_source", "chatglm2_lora_instructerc", "n", "steps", "samples_per_s",
+                  "status", "error")
 
 
 # --------------------------------------------------------------------------------------------------
