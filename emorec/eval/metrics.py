@@ -24,32 +24,35 @@ CHANCE_GUESSES = 20_000
 CHANCE_ROUNDS = (5, 50)
 
 
-def _values(spec: DatasetSpec, gold: list[tuple[str, ...]], pred: list[tuple[str, ...]], *, with_cm: bool = True):
+def _multi(spec: DatasetSpec) -> bool:
+    return spec.metric == "multilabel_macro_f1"
+
+
+def _encoded(spec: DatasetSpec, labels: list[tuple[str, ...]]):
+    """Labels as sklearn takes them: a label-indicator matrix for a multi-label set, else each example's label."""
+    if _multi(spec):
+        return MultiLabelBinarizer(classes=list(spec.labels)).fit_transform(labels)
+    return [x[0] for x in labels]
+
+
+def _metrics(spec: DatasetSpec) -> dict:
+    """name -> f(gold, pred) on encoded labels, for every value `score` reports."""
     labels = list(spec.labels)
-    cm = None
-    if spec.metric == "multilabel_macro_f1":
-        mlb = MultiLabelBinarizer(classes=labels)
-        y, p = mlb.fit_transform(gold), mlb.transform(pred)
-        values = {
-            "macro_f1": f1_score(y, p, average="macro", zero_division=0),
-            "micro_f1": f1_score(y, p, average="micro", zero_division=0),
-            "exact_match": accuracy_score(y, p),
+    if _multi(spec):
+        return {
+            "macro_f1": lambda y, p: f1_score(y, p, average="macro", zero_division=0),
+            "micro_f1": lambda y, p: f1_score(y, p, average="micro", zero_division=0),
+            "exact_match": accuracy_score,
         }
-        if with_cm:
-            cm = multilabel_confusion_matrix(y, p).tolist()
-    else:
-        y, p = [g[0] for g in gold], [q[0] for q in pred]
-        values = {
-            "accuracy": accuracy_score(y, p),
-            "weighted_f1": f1_score(y, p, labels=labels, average="weighted", zero_division=0),
-            "macro_f1": f1_score(y, p, labels=labels, average="macro", zero_division=0),
-        }
-        if spec.metric == "micro_f1_no_neutral":
-            non_neutral = [label for label in labels if label != spec.neutral]
-            values["micro_f1_no_neutral"] = f1_score(y, p, labels=non_neutral, average="micro", zero_division=0)
-        if with_cm:
-            cm = confusion_matrix(y, p, labels=labels).tolist()
-    return values, cm
+    out = {
+        "accuracy": accuracy_score,
+        "weighted_f1": lambda y, p: f1_score(y, p, labels=labels, average="weighted", zero_division=0),
+        "macro_f1": lambda y, p: f1_score(y, p, labels=labels, average="macro", zero_division=0),
+    }
+    if spec.metric == "micro_f1_no_neutral":
+        non_neutral = [label for label in labels if label != spec.neutral]
+        out["micro_f1_no_neutral"] = lambda y, p: f1_score(y, p, labels=non_neutral, average="micro", zero_division=0)
+    return out
 
 
 def chance(spec: DatasetSpec, gold: list[tuple[str, ...]], *, seed: int = 0) -> float:
@@ -60,15 +63,17 @@ def chance(spec: DatasetSpec, gold: list[tuple[str, ...]], *, seed: int = 0) -> 
         return 0.0
     rng = random.Random(seed)
     draws = min(max(CHANCE_ROUNDS[0], CHANCE_GUESSES // len(gold)), CHANCE_ROUNDS[1])
+    metric, y = _metrics(spec)[primary], _encoded(spec, gold)
     total = 0.0
     for _ in range(draws):
-        guesses = [(rng.choice(labels),) for _ in gold]
-        total += _values(spec, gold, guesses, with_cm=False)[0][primary]
+        total += metric(y, _encoded(spec, [(rng.choice(labels),) for _ in gold]))
     return total / draws
 
 
 def score(spec: DatasetSpec, gold: list[tuple[str, ...]], pred: list[tuple[str, ...]]) -> dict:
-    values, cm = _values(spec, gold, pred)
+    y, p = _encoded(spec, gold), _encoded(spec, pred)
+    values = {name: f(y, p) for name, f in _metrics(spec).items()}
+    cm = multilabel_confusion_matrix(y, p) if _multi(spec) else confusion_matrix(y, p, labels=list(spec.labels))
     primary = PRIMARY[spec.metric]
     return {
         "metric": spec.metric,
@@ -77,6 +82,6 @@ def score(spec: DatasetSpec, gold: list[tuple[str, ...]], pred: list[tuple[str, 
         "chance": float(chance(spec, gold)),
         "values": {k: float(v) for k, v in values.items()},
         "labels": list(spec.labels),
-        "confusion_matrix": cm,
+        "confusion_matrix": cm.tolist(),
         "n": len(gold),
     }
